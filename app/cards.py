@@ -1,0 +1,99 @@
+"""The `models/` contract: a manifest listing the models, and one card per model beside its ONNX file.
+
+Training writes these with the same classes the service reads them with; nothing here imports ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_FILE = "manifest.json"
+CARD_FILE = "card.json"
+INPUT_NAME = "image"
+INPUT_SHAPE = (-1, 28, 28, 1)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TensorSpec(_Frozen):
+    """One input or output tensor of the ONNX graph."""
+
+    name: str
+    datatype: Literal["FP32"] = "FP32"
+    shape: list[int] = Field(description="-1 marks the batch dimension")
+
+
+class ActivationLayer(_Frozen):
+    """An extra output holding one layer's maps for each image, channel-major."""
+
+    name: str
+    shape: list[int] = Field(description="[channels, height, width] for one image")
+    description: str
+
+
+class Metrics(_Frozen):
+    """Measured by onnxruntime on the exported file, on the full MNIST test set."""
+
+    test_accuracy: float
+    test_images: int
+    validation_accuracy: float
+    per_class_precision: list[float]
+    per_class_recall: list[float]
+    confusion_matrix: list[list[int]] = Field(description="rows: true digit, columns: predicted digit")
+    images_per_second_per_core: float = Field(description="onnxruntime CPU, batch 64, one thread")
+
+
+class Parity(_Frozen):
+    """Largest absolute difference between the ONNX file and the trained model, per output."""
+
+    images: int
+    tolerance: float
+    max_abs_diff: dict[str, float]
+
+
+class ModelCard(_Frozen):
+    name: str
+    version: str
+    kind: Literal["linear", "cnn"]
+    description: str
+    architecture: list[str]
+    parameters: int
+    file: str = "model.onnx"
+    file_sha256: str
+    file_bytes: int
+    input: TensorSpec
+    outputs: list[TensorSpec]
+    activations: list[ActivationLayer]
+    metrics: Metrics
+    parity: Parity
+    training: dict[str, Any] = Field(description="configuration, seed, time, history")
+    data_checksums: dict[str, str]
+    library_versions: dict[str, str]
+    created: str
+
+
+class ManifestEntry(_Frozen):
+    name: str
+    path: str = Field(description="folder of the model, relative to the manifest")
+
+
+class Manifest(_Frozen):
+    default_model: str
+    models: list[ManifestEntry]
+
+
+def read_manifest(models_dir: Path) -> Manifest:
+    return Manifest.model_validate_json((models_dir / MANIFEST_FILE).read_text())
+
+
+def read_card(model_dir: Path) -> ModelCard:
+    return ModelCard.model_validate_json((model_dir / CARD_FILE).read_text())
+
+
+def write_json(path: Path, model: BaseModel) -> None:
+    path.write_text(model.model_dump_json(indent=2) + "\n")

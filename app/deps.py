@@ -1,0 +1,81 @@
+"""Dependencies shared by the routes: settings, registry, and the uploaded image bytes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+from starlette.datastructures import UploadFile
+
+from app.errors import EmptyBody, MissingFile, TooManyFiles, UnsupportedMediaType
+from app.preprocess import Limits
+from app.runtime.registry import Registry
+from app.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_registry(request: Request) -> Registry:
+    registry: Registry = request.app.state.registry
+    return registry
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+ModelQuery = Annotated[
+    str | None, Query(max_length=64, description="model name (default: the service's default model)")
+]
+
+IMAGE_TYPES = ("image/", "application/octet-stream")
+
+
+def limits(settings: Settings) -> Limits:
+    return Limits(max_pixels=settings.max_image_pixels)
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_image(request: Request) -> bytes:
+    """One image: multipart field `file`, or the whole body when it is sent as image/*."""
+    content_type = _content_type(request)
+    if content_type == "multipart/form-data":
+        files = await _form_files(request, "file", max_files=2)
+        if len(files) > 1:
+            raise TooManyFiles("Send one image in field 'file'; for several, use POST /predict/batch with 'files'.")
+        return files[0][1]
+    if content_type.startswith(IMAGE_TYPES):
+        return await request.body()
+    if not content_type and not await request.body():
+        raise EmptyBody()
+    raise UnsupportedMediaType(
+        f"Content-Type {content_type or '(none)'!r} is not accepted: send multipart/form-data with field 'file', "
+        "or the image itself with an image/* Content-Type."
+    )
+
+
+async def read_images(request: Request, max_files: int) -> list[tuple[str | None, bytes]]:
+    """Several images from multipart field `files` (field `file` is accepted too)."""
+    if _content_type(request) != "multipart/form-data":
+        raise UnsupportedMediaType("Send the images as multipart/form-data, one field 'files' per image.")
+    files = await _form_files(request, "files", max_files=max_files + 1, also="file")
+    if len(files) > max_files:
+        raise TooManyFiles(f"{len(files)} images sent; at most {max_files} are accepted per request.")
+    return files
+
+
+async def _form_files(
+    request: Request, field: str, *, max_files: int, also: str | None = None
+) -> list[tuple[str | None, bytes]]:
+    """(filename, content) of each file in the form field; the form's temporary files are closed on return."""
+    async with request.form(max_files=max_files, max_fields=100) as form:
+        values: list[Any] = form.getlist(field) + (form.getlist(also) if also else [])
+        if not values:
+            raise MissingFile(f"The multipart form has no field {field!r}: send the image as -F {field}=@digit.png.")
+        if any(not isinstance(v, UploadFile) for v in values):
+            raise MissingFile(f"Field {field!r} must be a file upload, not text: use -F {field}=@digit.png.")
+        return [(v.filename, await v.read()) for v in values]

@@ -1,0 +1,105 @@
+"""Every kind of bad request, as one exception tree; app.handlers renders them as `{"detail", "code"}`.
+
+    ServiceError
+    ├── EmptyBody              400 empty_body
+    ├── MissingFile            400 missing_file
+    ├── TooManyFiles           400 too_many_files
+    ├── UnsupportedMediaType   415 unsupported_media_type
+    ├── NotAnImage             415 not_an_image
+    ├── UnsupportedFormat      415 unsupported_format
+    ├── TruncatedImage         400 truncated_image
+    ├── PayloadTooLarge        413 payload_too_large
+    ├── ImageTooLarge          413 image_too_large
+    ├── BlankImage             422 blank_image
+    ├── UnknownModel           404 unknown_model
+    ├── ModelUnavailable       503 model_unavailable
+    ├── UnknownLayer           404 unknown_layer
+    └── BadToken               400 bad_token
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ServiceError(Exception):
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class EmptyBody(ServiceError):
+    code = "empty_body"
+
+    def __init__(self) -> None:
+        super().__init__("The request has no image: send it as multipart field 'file' or as an image/* body.")
+
+
+class MissingFile(ServiceError):
+    code = "missing_file"
+
+
+class TooManyFiles(ServiceError):
+    code = "too_many_files"
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class NotAnImage(ServiceError):
+    status_code = 415
+    code = "not_an_image"
+
+
+class UnsupportedFormat(ServiceError):
+    status_code = 415
+    code = "unsupported_format"
+
+
+class TruncatedImage(ServiceError):
+    code = "truncated_image"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ImageTooLarge(ServiceError):
+    status_code = 413
+    code = "image_too_large"
+
+
+class BlankImage(ServiceError):
+    status_code = 422
+    code = "blank_image"
+
+    def __init__(self) -> None:
+        super().__init__("The image is blank: no digit stands out from the background. Draw or photograph a digit.")
+
+
+class UnknownModel(ServiceError):
+    status_code = 404
+    code = "unknown_model"
+
+    def __init__(self, name: str, available: Iterable[str]) -> None:
+        super().__init__(f"Unknown model {name[:64]!r}; available: {', '.join(available)}.")
+
+
+class ModelUnavailable(ServiceError):
+    status_code = 503
+    code = "model_unavailable"
+
+
+class UnknownLayer(ServiceError):
+    status_code = 404
+    code = "unknown_layer"
+
+
+class BadToken(ServiceError):
+    code = "bad_token"

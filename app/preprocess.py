@@ -1,0 +1,195 @@
+"""Turn any uploaded digit image into what MNIST is made of: a 28x28 uint8 white-on-black digit.
+
+The chain, as MNIST was built: decode -> grayscale -> polarity (white ink on black) -> crop to the ink ->
+scale the longest side to 20 px keeping the aspect ratio -> place in 28x28 with the centre of mass in the middle.
+Every step is a pure function; errors are the service's own exception types, never HTTP ones.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
+
+from app.errors import BlankImage, EmptyBody, ImageTooLarge, NotAnImage, TruncatedImage, UnsupportedFormat
+
+Gray = npt.NDArray[np.float32]  # (H, W) in [0, 1]
+Digit = npt.NDArray[np.uint8]  # (28, 28), white digit on black
+
+SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP", "TIFF"})
+SUPPORTED_TEXT = "PNG, JPEG, BMP, GIF, WebP or TIFF"
+MIN_CONTRAST = 0.1  # ink must differ from the background by 10% of the full range
+NOISE_FLOOR = 0.2  # after stretching, fainter pixels are paper texture or JPEG noise, not ink
+BOX, FIELD, CENTRE = 20, 28, 14.0  # MNIST: digit fits 20x20, field 28x28, centre of mass at pixel (14, 14)
+STROKE_AT_BOX = 2.5  # typical MNIST stroke width in pixels, at the 20-pixel scale
+WORK_SIZE = 100  # resolution at which strokes are measured and thickened
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut-off file is an error, not a grey band
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int = 40_000_000
+
+
+def decode_image(data: bytes, limits: Limits = Limits()) -> Image.Image:
+    """Decoded first frame, EXIF orientation applied; refuses what is not a supported, complete image."""
+    if not data:
+        raise EmptyBody()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        if isinstance(exc, UnidentifiedImageError):
+            raise NotAnImage(f"The upload is not an image that can be read; send {SUPPORTED_TEXT}.") from None
+        raise ImageTooLarge(f"The image has too many pixels; the limit is {limits.max_pixels:,}.") from None
+    if image.format not in SUPPORTED_FORMATS:
+        raise UnsupportedFormat(f"{image.format} images are not supported; send {SUPPORTED_TEXT}.")
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise ImageTooLarge(
+            f"The image is {width}x{height} = {width * height:,} pixels; the limit is {limits.max_pixels:,}."
+        )
+    try:
+        image.load()
+        return ImageOps.exif_transpose(image) or image
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+        raise TruncatedImage(f"The {image.format} data is truncated or corrupt ({exc}); upload the whole file.") from None
+
+
+def to_grayscale(image: Image.Image) -> Gray:
+    """Luminance in [0, 1]; transparent pixels become a background that contrasts with the ink."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        return values / (65535.0 if values.max() > 255 else 255.0)
+    if not _has_transparency(image):
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    rgba = image.convert("RGBA")
+    luminance = np.asarray(rgba.convert("L"), dtype=np.float32) / 255.0
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+    opaque = alpha > 0.5
+    ink_is_dark = opaque.any() and float(luminance[opaque].mean()) < 0.5
+    background = 1.0 if ink_is_dark else 0.0
+    return alpha * luminance + (1.0 - alpha) * background
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def normalise_polarity(gray: Gray) -> Gray:
+    """White ink on black, the background at 0 and the strongest ink at 1; the background is the border's median."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background = float(np.median(border))
+    low, high = float(gray.min()), float(gray.max())
+    if background > (low + high) / 2:  # dark ink on light paper
+        gray, background, high = 1.0 - gray, 1.0 - background, 1.0 - low
+    if high - background < MIN_CONTRAST:
+        raise BlankImage()
+    return np.clip((gray - background) / (high - background), 0.0, 1.0).astype(np.float32)
+
+
+def is_mnist_layout(ink: Gray) -> bool:
+    """True when the image already is an MNIST digit: 28x28, white on a black border, in 20x20, centred on its mass."""
+    border = np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]])
+    if ink.shape != (FIELD, FIELD) or border.any() or float(ink.max()) < MIN_CONTRAST:
+        return False
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    return max(height, width) in (BOX - 1, BOX) and bool(np.all(np.abs(centre_of_mass(ink) - CENTRE) <= 1.0))
+
+
+def crop_to_ink(ink: Gray) -> Gray:
+    """The bounding box of the pixels above the noise floor, with fainter pixels set to 0."""
+    cleaned = np.where(ink >= NOISE_FLOOR, ink, 0.0).astype(np.float32)
+    rows, cols = np.flatnonzero(cleaned.any(axis=1)), np.flatnonzero(cleaned.any(axis=0))
+    if len(rows) == 0:
+        raise BlankImage()
+    return cleaned[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def stroke_width(ink: Gray) -> float:
+    """Mean stroke width in pixels, estimated as 2 * area / perimeter of the binarised ink."""
+    solid = ink > 0.5
+    padded = np.pad(solid, 1)
+    interior = solid & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    perimeter = int((solid & ~interior).sum())
+    return 2.0 * int(solid.sum()) / perimeter if perimeter else 0.0
+
+
+def _resize(ink: Gray, width: int, height: int) -> Gray:
+    shrinking = width <= ink.shape[1] and height <= ink.shape[0]
+    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(ink, mode="F").resize((width, height), resample), dtype=np.float32)
+
+
+def _scaled_size(shape: tuple[int, ...], longest: int) -> tuple[int, int]:
+    height, width = shape
+    scale = longest / max(height, width)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def thicken_strokes(crop: Gray) -> Gray:
+    """Thin pen strokes (a photo of a fine-liner, a 1-px canvas line) widened to MNIST's stroke width."""
+    if max(crop.shape) > WORK_SIZE:
+        crop = _resize(crop, *_scaled_size(crop.shape, WORK_SIZE))
+    target = STROKE_AT_BOX * max(crop.shape) / BOX
+    missing = target - stroke_width(crop)
+    if missing < 1.0:
+        return crop
+    size = 2 * round(missing / 2) + 1  # MaxFilter takes odd sizes; each step adds 2 px of width
+    dilated = Image.fromarray(crop, mode="F").filter(ImageFilter.MaxFilter(size))
+    return np.asarray(dilated, dtype=np.float32)
+
+
+def fit_box(crop: Gray) -> Gray:
+    """The crop scaled so its longest side is 20 px, aspect ratio kept."""
+    return np.clip(_resize(crop, *_scaled_size(crop.shape, BOX)), 0.0, 1.0)
+
+
+def centre_of_mass(ink: Gray) -> npt.NDArray[np.float64]:
+    """(row, column) of the ink's centre of mass."""
+    total = float(ink.sum())
+    rows, cols = np.indices(ink.shape)
+    return np.array([(ink * rows).sum() / total, (ink * cols).sum() / total])
+
+
+def place_in_field(digit: Gray) -> Gray:
+    """The digit pasted into a 28x28 field so that its centre of mass lands on pixel (14, 14)."""
+    field = np.zeros((FIELD, FIELD), dtype=np.float32)
+    height, width = digit.shape
+    top, left = np.rint(CENTRE - centre_of_mass(digit)).astype(int)
+    top, left = int(np.clip(top, 0, FIELD - height)), int(np.clip(left, 0, FIELD - width))
+    field[top : top + height, left : left + width] = digit
+    return field
+
+
+def to_uint8(ink: Gray) -> Digit:
+    return np.rint(np.clip(ink, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def mnist_digit(image: Image.Image) -> Digit:
+    """Any decoded image -> the 28x28 MNIST-style digit the models expect."""
+    gray = to_grayscale(image)
+    if is_mnist_layout(gray):
+        return to_uint8(gray)
+    ink = normalise_polarity(gray)
+    digit = fit_box(thicken_strokes(crop_to_ink(ink)))
+    if float(digit.max()) < MIN_CONTRAST:
+        raise BlankImage()
+    return to_uint8(place_in_field(digit))
+
+
+def preprocess(data: bytes, limits: Limits = Limits()) -> Digit:
+    """Uploaded bytes -> (28, 28) uint8 digit; raises the service's input errors."""
+    return mnist_digit(decode_image(data, limits))
+
+
+def model_input(digits: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """(N, 28, 28) uint8 -> (N, 28, 28, 1) float32 in [0, 1], the models' `image` input."""
+    return (digits.astype(np.float32) / 255.0)[..., np.newaxis]

@@ -1,0 +1,58 @@
+"""OpenAPI fragments shared by the routes: the image request bodies and the error responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.schemas import ErrorBody
+
+_BINARY = {"type": "string", "format": "binary"}
+
+IMAGE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The image, as multipart field `file` or as the raw body.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"], "properties": {"file": _BINARY}},
+            },
+            "image/png": {"schema": _BINARY},
+            "image/jpeg": {"schema": _BINARY},
+            "image/*": {"schema": _BINARY},
+        },
+    }
+}
+
+MULTI_IMAGE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "One multipart field `files` per image.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {"files": {"type": "array", "items": _BINARY}},
+                }
+            }
+        },
+    }
+}
+
+
+def _error(description: str, code: str, detail: str) -> dict[str, Any]:
+    return {
+        "model": ErrorBody,
+        "description": description,
+        "content": {"application/json": {"example": {"detail": detail, "code": code}}},
+    }
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("Empty body, truncated image, bad token or form", "truncated_image", "The PNG data is truncated."),
+    404: _error("Unknown model or layer", "unknown_model", "Unknown model 'foo'; available: cnn, lenet."),
+    413: _error("Body or image too large", "payload_too_large", "The request body is 12.0 MB; the limit is 10 MB."),
+    415: _error("Not an image, or an unsupported format", "not_an_image", "The upload is not an image."),
+    422: _error("Blank image or invalid parameters", "blank_image", "The image is blank."),
+    503: _error("The model failed to load", "model_unavailable", "Model 'lenet' is unavailable."),
+}

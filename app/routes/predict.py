@@ -1,0 +1,85 @@
+"""POST /predict and /predict/batch: classify uploaded digit images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import ModelQuery, RegistryDep, SettingsDep, limits, read_image, read_images
+from app.errors import ServiceError
+from app.preprocess import Digit, model_input, preprocess
+from app.routes.docs import ERRORS, IMAGE_BODY, MULTI_IMAGE_BODY
+from app.runtime.registry import LoadedModel
+from app.schemas import BatchItem, BatchPrediction, ErrorBody, Prediction
+from app.tokens import encode_token
+
+router = APIRouter(tags=["predict"])
+
+
+def make_prediction(
+    request: Request, model: LoadedModel, digit: Digit, probabilities: npt.NDArray[np.float32], token_key: str
+) -> Prediction:
+    assert model.card is not None
+    best = int(probabilities.argmax())
+    url = request.url_for("read_activations").include_query_params(
+        input=encode_token(digit, token_key), model=model.name
+    )
+    return Prediction(
+        digit=best,
+        confidence=float(probabilities[best]),
+        probabilities=[float(p) for p in probabilities],
+        model=model.name,
+        model_version=model.card.version,
+        activations_url=str(url),
+    )
+
+
+@router.post("/predict", responses=ERRORS, openapi_extra=IMAGE_BODY)
+async def predict_digit(
+    request: Request, registry: RegistryDep, settings: SettingsDep, model: ModelQuery = None
+) -> Prediction:
+    """Classify one digit image (PNG, JPEG, BMP, GIF, WebP, TIFF; any size, either polarity).
+
+    Send it as multipart field `file`, or as the raw body with an `image/*` Content-Type.
+    """
+    loaded = registry.get(model)
+    digit = await run_in_threadpool(preprocess, await read_image(request), limits(settings))
+    outputs = await loaded.infer(model_input(digit[np.newaxis]), ["probabilities"])
+    return make_prediction(request, loaded, digit, outputs["probabilities"][0], settings.token_key)
+
+
+def _preprocess_each(uploads: list[tuple[str | None, bytes]], settings: Any) -> list[Digit | ServiceError]:
+    results: list[Digit | ServiceError] = []
+    for _, data in uploads:
+        try:
+            results.append(preprocess(data, limits(settings)))
+        except ServiceError as exc:
+            results.append(exc)
+    return results
+
+
+@router.post("/predict/batch", responses=ERRORS, openapi_extra=MULTI_IMAGE_BODY)
+async def predict_digits(
+    request: Request, registry: RegistryDep, settings: SettingsDep, model: ModelQuery = None
+) -> BatchPrediction:
+    """Classify several images sent as multipart fields `files`; one result per file, in order.
+
+    A file that is not a usable image gets its own error; the others are still classified.
+    """
+    loaded = registry.get(model)
+    uploads = await read_images(request, settings.max_batch_images)
+    digits = await run_in_threadpool(_preprocess_each, uploads, settings)
+    good = [d for d in digits if not isinstance(d, ServiceError)]
+    probabilities = (await loaded.infer(model_input(np.stack(good)), ["probabilities"]))["probabilities"] if good else []
+    results, next_good = [], iter(probabilities)
+    for (filename, _), digit in zip(uploads, digits, strict=True):
+        if isinstance(digit, ServiceError):
+            results.append(BatchItem(filename=filename, error=ErrorBody(detail=digit.detail, code=digit.code)))
+        else:
+            prediction = make_prediction(request, loaded, digit, next(next_good), settings.token_key)
+            results.append(BatchItem(filename=filename, prediction=prediction))
+    return BatchPrediction(model=loaded.name, results=results)

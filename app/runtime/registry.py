@@ -1,0 +1,139 @@
+"""The loaded models: name -> card + ONNX Runtime session, built once at start-up from models/manifest.json."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio.to_thread
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from pydantic import ValidationError
+
+from app.cards import INPUT_NAME, ModelCard, read_card, read_manifest
+from app.errors import ModelUnavailable, UnknownLayer, UnknownModel
+from app.runtime.session import (
+    ModelLoadError,
+    Provider,
+    check_signature,
+    open_session,
+    requested_providers,
+    session_options,
+    warm_up,
+)
+
+log = logging.getLogger(__name__)
+
+Outputs = dict[str, npt.NDArray[np.float32]]
+
+
+class StartupError(Exception):
+    """The service cannot start: no manifest, or the default model cannot be loaded."""
+
+
+@dataclass
+class LoadedModel:
+    """One model from the manifest: its card, and its session unless loading failed (then `error` says why)."""
+
+    name: str
+    card: ModelCard | None = None
+    session: ort.InferenceSession | None = None
+    providers: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.session is not None and self.card is not None
+
+    @property
+    def activation_names(self) -> list[str]:
+        return [layer.name for layer in self.card.activations] if self.card else []
+
+    def check_layers(self, layers: Sequence[str]) -> list[str]:
+        """The requested activation layers (all when none are named); UnknownLayer for a name the model lacks."""
+        known = self.activation_names
+        unknown = [layer for layer in layers if layer not in known]
+        if unknown:
+            raise UnknownLayer(f"Model {self.name!r} has no layer {unknown[0][:64]!r}; its layers: {', '.join(known)}.")
+        return list(layers) or known
+
+    def run(self, images: npt.NDArray[np.float32], outputs: Sequence[str]) -> Outputs:
+        """(N, 28, 28, 1) float32 in [0, 1] -> the named outputs."""
+        if self.session is None:
+            raise ModelUnavailable(f"Model {self.name!r} is unavailable: {self.error}")
+        names = list(outputs)
+        return dict(zip(names, self.session.run(names, {INPUT_NAME: images}), strict=True))
+
+    async def infer(self, images: npt.NDArray[np.float32], outputs: Sequence[str]) -> Outputs:
+        """`run` in a worker thread, so the event loop keeps serving (health checks included)."""
+        return await anyio.to_thread.run_sync(self.run, images, outputs)
+
+
+@dataclass
+class Registry:
+    models: dict[str, LoadedModel]
+    default_model: str
+
+    def get(self, name: str | None = None) -> LoadedModel:
+        """The named (or default) model; UnknownModel or ModelUnavailable otherwise."""
+        model = self.models.get(name or self.default_model)
+        if model is None:
+            raise UnknownModel(str(name), self.models)
+        if not model.available:
+            raise ModelUnavailable(f"Model {model.name!r} is unavailable: {model.error}")
+        return model
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        return {name: model.error or "not loaded" for name, model in self.models.items() if not model.available}
+
+
+def load_model(
+    name: str, folder: Path, providers: Sequence[str], options: ort.SessionOptions
+) -> LoadedModel:
+    """Card, checksum, session, signature check and warm-up; a failure is recorded, not raised."""
+    model = LoadedModel(name=name)
+    try:
+        model.card = read_card(folder)
+        path = folder / model.card.file
+        if not path.is_file():
+            raise ModelLoadError(f"{path} is missing")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != model.card.file_sha256:
+            raise ModelLoadError(f"{path} does not match the checksum in its card (corrupt or replaced)")
+        session = open_session(path, providers, options)
+        check_signature(session, model.card)
+        warm_up(session)
+    except (OSError, ValidationError, ModelLoadError) as exc:
+        model.error = str(exc).splitlines()[0]
+        log.error("model %s is unavailable: %s", name, model.error)
+        return model
+    model.session, model.providers = session, session.get_providers()
+    log.info("model %s v%s loaded on %s", name, model.card.version, ", ".join(model.providers))
+    return model
+
+
+def load_registry(
+    models_dir: Path,
+    *,
+    default_model: str,
+    provider: Provider = "auto",
+    intra_op_threads: int = 0,
+    inter_op_threads: int = 1,
+) -> Registry:
+    """Every model in the manifest; raises StartupError when the default model is not among the loaded ones."""
+    try:
+        manifest = read_manifest(models_dir)
+    except (OSError, ValidationError) as exc:
+        raise StartupError(f"cannot read {models_dir}/manifest.json: {str(exc).splitlines()[0]}") from exc
+    providers = requested_providers(provider)
+    options = session_options(intra_op_threads, inter_op_threads)
+    models = {e.name: load_model(e.name, models_dir / e.path, providers, options) for e in manifest.models}
+    default = models.get(default_model)
+    if default is None or not default.available:
+        reason = default.error if default else f"not in the manifest (models: {', '.join(models)})"
+        raise StartupError(f"default model {default_model!r} cannot be served: {reason}")
+    return Registry(models=models, default_model=default_model)

@@ -1,0 +1,72 @@
+"""ONNX Runtime sessions: provider choice (reported, never silently changed), threads, checks, warm-up."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from app.cards import INPUT_NAME, ModelCard
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+Provider = Literal["auto", "cpu", "cuda"]
+
+
+class ModelLoadError(Exception):
+    """A model file is missing, corrupt, or does not match its card."""
+
+
+def requested_providers(choice: Provider) -> list[str]:
+    """The providers to ask ONNX Runtime for; `cuda` without a GPU build falls back to CPU with a warning."""
+    available = ort.get_available_providers()
+    if choice == "cpu":
+        return [CPU]
+    if CUDA in available:
+        return [CUDA, CPU]
+    if choice == "cuda":
+        log.warning("MNIST_PROVIDER=cuda but onnxruntime offers only %s: falling back to CPU", available)
+    return [CPU]
+
+
+def session_options(intra_op_threads: int, inter_op_threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def open_session(path: Path, providers: Sequence[str], options: ort.SessionOptions) -> ort.InferenceSession:
+    """A session on the file; reads back the providers ONNX Runtime really uses and warns on a fallback."""
+    try:
+        session = ort.InferenceSession(str(path), options, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own unexported exception types
+        raise ModelLoadError(f"{path}: {str(exc).splitlines()[0][:300]}") from exc
+    actual = session.get_providers()
+    if CUDA in providers and CUDA not in actual:
+        log.warning("%s: CUDA was requested but onnxruntime fell back to %s", path.name, actual)
+    return session
+
+
+def check_signature(session: ort.InferenceSession, card: ModelCard) -> None:
+    """The graph must have the card's input and outputs: the service trusts the card for everything else."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    if INPUT_NAME not in inputs or inputs[INPUT_NAME].type != "tensor(float)":
+        raise ModelLoadError(f"{card.name}: the graph has no float input {INPUT_NAME!r}")
+    graph_outputs = {o.name for o in session.get_outputs()}
+    missing = {o.name for o in card.outputs} - graph_outputs
+    if missing:
+        raise ModelLoadError(f"{card.name}: the graph lacks the outputs {sorted(missing)} listed in its card")
+
+
+def warm_up(session: ort.InferenceSession, batch_sizes: Sequence[int] = (1, 8)) -> None:
+    """Run the graph once per batch size so the first request pays no allocation cost."""
+    for size in batch_sizes:
+        session.run(None, {INPUT_NAME: np.zeros((size, 28, 28, 1), dtype=np.float32)})

@@ -1,0 +1,95 @@
+"""Request and response bodies of the REST API, as published in OpenAPI."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.cards import ActivationLayer, ModelCard, TensorSpec
+
+PROBABILITIES_EXAMPLE = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer: what is wrong and what to do, plus a stable code to branch on."""
+
+    detail: str = Field(examples=["The image is blank: no digit stands out from the background. Draw a digit."])
+    code: str = Field(examples=["blank_image"])
+
+
+class Prediction(BaseModel):
+    """The classification of one image."""
+
+    digit: int = Field(ge=0, le=9, description="the most probable digit", examples=[7])
+    confidence: float = Field(description="probability of that digit", examples=[0.9993])
+    probabilities: list[float] = Field(description="probability of each digit 0-9", examples=[PROBABILITIES_EXAMPLE])
+    model: str = Field(examples=["cnn"])
+    model_version: str = Field(examples=["1"])
+    activations_url: str = Field(
+        description="GET it for the activation maps of this same preprocessed image, from any replica",
+        examples=["http://127.0.0.1:8000/activations?input=AXjaY2AYBaNgFIyCUTAKRsEoGAUDAQAAcAAB...&model=cnn"],
+    )
+
+
+class BatchItem(BaseModel):
+    """The result for one file of a batch: a prediction or the error that file caused."""
+
+    filename: str | None = None
+    prediction: Prediction | None = None
+    error: ErrorBody | None = None
+
+
+class BatchPrediction(BaseModel):
+    model: str
+    results: list[BatchItem] = Field(description="one result per uploaded file, in upload order")
+
+
+class LayerMaps(BaseModel):
+    """The maps of one layer for one image."""
+
+    name: str = Field(examples=["conv1"])
+    shape: list[int] = Field(description="[channels, height, width]", examples=[[32, 28, 28]])
+    min: float
+    max: float
+    encoding: Literal["json", "base64"]
+    data: list[list[list[float]]] | str = Field(
+        description="json: nested lists [channel][row][column]; base64: little-endian float32, channel-major"
+    )
+
+
+class Activations(BaseModel):
+    """What the model computes inside for one image."""
+
+    model: str
+    model_version: str
+    kind: Literal["linear", "cnn"]
+    input: list[list[int]] = Field(description="the 28x28 image the model saw, 0-255, white digit on black")
+    layers: list[LayerMaps]
+
+
+class ModelSummary(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    version: str | None
+    kind: Literal["linear", "cnn"] | None
+    description: str | None
+    default: bool
+    status: Literal["ready", "unavailable"]
+    error: str | None = Field(None, description="why the model is unavailable")
+    providers: list[str] = Field(description="ONNX Runtime execution providers in use")
+    input: TensorSpec | None
+    outputs: list[TensorSpec]
+    activations: list[ActivationLayer]
+    parameters: int | None
+    test_accuracy: float | None
+
+
+class ModelDetail(ModelSummary):
+    card: ModelCard | None = Field(description="the full model card")
+
+
+class Health(BaseModel):
+    status: Literal["alive", "ready", "degraded", "not_ready"]
+    models: dict[str, str] = Field(default_factory=dict, description="each model's status")

@@ -1,0 +1,54 @@
+"""Every setting of the service, read from MNIST_* environment variables (PORT is also accepted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MNIST_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    models_dir: Path = Path("models")
+    """Folder holding manifest.json and one sub-folder per model (model.onnx + card.json)."""
+
+    default_model: str = "cnn"
+    """Model used when a request names none."""
+
+    provider: Literal["auto", "cpu", "cuda"] = "auto"
+    """ONNX Runtime execution provider: auto = CUDA when onnxruntime offers it, else CPU."""
+
+    intra_op_threads: int = Field(0, ge=0)
+    """Threads ONNX Runtime may use inside one model call; 0 lets it use every core."""
+
+    inter_op_threads: int = Field(1, ge=0)
+    """Threads ONNX Runtime may use across independent graph nodes."""
+
+    max_upload_bytes: int = Field(10_000_000, gt=0)
+    """Largest request body accepted, in bytes (larger: 413)."""
+
+    max_image_pixels: int = Field(40_000_000, gt=0)
+    """Largest image accepted, in pixels (width x height); guards against decompression bombs."""
+
+    max_batch_images: int = Field(64, gt=0)
+    """Most images accepted by one /predict/batch request."""
+
+    token_key: str = ""
+    """Key for the activation tokens' integrity check; replicas behind one address must share it."""
+
+    host: str = "127.0.0.1"
+    """Address `python -m app` listens on (0.0.0.0 in the container)."""
+
+    port: int = Field(8000, validation_alias=AliasChoices(f"{ENV_PREFIX}PORT", "PORT"))
+    """Port `python -m app` listens on; MNIST_PORT or PORT."""
+
+    workers: int = Field(1, ge=1)
+    """Uvicorn worker processes started by `python -m app`."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level of the service."""

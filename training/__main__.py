@@ -1,0 +1,114 @@
+"""python -m training: train, evaluate and export the MNIST models, or download the data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from training.config import MODEL_NAMES
+from training.data import DATA_DIR_ENV, MIRRORS, Mnist, MnistError, load_mnist
+
+EXAMPLES = f"""examples:
+  python -m training download --data-dir data/mnist
+  python -m training train --model all --data-dir ../shared/data/mnist
+  python -m training train --model cnn --resume          # re-export the last checkpoint
+  python -m training evaluate --data-dir ../shared/data/mnist
+
+The data directory defaults to ${DATA_DIR_ENV}, then ./data/mnist."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train models and write them to the models directory")
+    _data_options(train)
+    train.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="all", help="which model to train")
+    train.add_argument("--checkpoints", type=Path, default=Path("build/checkpoints"), help="Keras checkpoints")
+    train.add_argument("--resume", action="store_true", help="reuse a CNN checkpoint instead of training again")
+    train.add_argument("--epochs", type=int, help="override the CNN epochs (for quick runs)")
+    train.add_argument("--iterations", type=int, help="override the linear models' SGD iterations")
+
+    evaluate = commands.add_parser("evaluate", help="measure the ONNX models in the models directory")
+    _data_options(evaluate)
+    evaluate.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="all", help="which model to evaluate")
+
+    download = commands.add_parser("download", help="fetch the four MNIST files, checksum-verified")
+    download.add_argument("--data-dir", type=Path, default=None, help=f"target directory (default ${DATA_DIR_ENV})")
+    download.add_argument("--mirror", action="append", help=f"base URL to try (repeatable; default {MIRRORS})")
+    download.add_argument("--retries", type=int, default=3, help="rounds over the mirrors before giving up")
+    return parser
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=None, help=f"MNIST IDX files (default ${DATA_DIR_ENV})")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"), help="where models and cards live")
+    parser.add_argument(
+        "--no-verify", action="store_true", help="accept files whose checksums differ (a sample, not MNIST)"
+    )
+    parser.add_argument("--validation-size", type=int, default=5000, help="images held out of the training file")
+
+
+def _load(args: argparse.Namespace) -> Mnist:
+    return load_mnist(args.data_dir, verify=not args.no_verify, validation_size=args.validation_size)
+
+
+def _names(choice: str) -> list[str]:
+    return list(MODEL_NAMES) if choice == "all" else [choice]
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from training.pipeline import train_and_publish
+
+    data = _load(args)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("iterations", args.iterations)) if v is not None}
+    for name in _names(args.model):
+        train_and_publish(
+            name, data, models_dir=args.models_dir, checkpoints=args.checkpoints, overrides=overrides, resume=args.resume
+        )
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from app.cards import read_card
+    from training.evaluate import evaluate
+
+    data = _load(args)
+    print(f"{'model':<10}{'test accuracy':>15}{'card says':>12}{'images/s/core':>15}")
+    for name in _names(args.model):
+        card = read_card(args.models_dir / name)
+        metrics, _ = evaluate(args.models_dir / name / card.file, data.test, data.validation)
+        print(
+            f"{name:<10}{metrics.test_accuracy:>15.2%}{card.metrics.test_accuracy:>12.2%}"
+            f"{metrics.images_per_second_per_core:>15,.0f}"
+        )
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from training.data import download, resolve_data_dir
+
+    target = resolve_data_dir(args.data_dir)
+    for path in download(target, mirrors=args.mirror or MIRRORS, retries=args.retries):
+        print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"train": run_train, "evaluate": run_evaluate, "download": run_download}
+    try:
+        return handlers[args.command](args)
+    except MnistError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
