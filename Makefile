@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MNIST_DIR ?= ../shared/data/mnist
 export MNIST_DIR
 
-.PHONY: install install-dev install-train run test check format train evaluate bench docker clean
+.PHONY: install install-dev install-train run test check format train evaluate bench soak docker clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,17 @@ train: install-train               ## retrain every model from $MNIST_DIR into m
 
 evaluate: install-train            ## re-measure the committed models on the MNIST test set
 	$(PY) -m training evaluate --data-dir $(MNIST_DIR)
+
+bench: install-dev                 ## load-test the service against its ceiling and peers (needs wrk)
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(PY) -m benchmarks.bench
+
+soak: install-dev                  ## two minutes of mixed valid and invalid load; checks statuses and memory
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(PY) -m benchmarks.soak
+
+docker:                            ## build the CPU image
+	docker build --network host -t mnist-serve:latest .
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

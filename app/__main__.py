@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uvicorn
 
+from app.observability import configure_logging
 from app.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
+    configure_logging(settings.log_level)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -16,6 +18,8 @@ def main() -> None:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        log_config=None,  # keep the JSON logging configured above
+        access_log=False,  # the service logs each request itself, with its request id
         timeout_graceful_shutdown=30,
     )
 

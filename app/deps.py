@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.errors import EmptyBody, MissingFile, TooManyFiles, UnsupportedMediaType
-from app.preprocess import Limits
+from app.preprocess import Digit, Limits, load_image, mnist_digit, open_image
 from app.runtime.registry import Registry
 from app.settings import Settings
 
@@ -30,10 +32,24 @@ ModelQuery = Annotated[
 ]
 
 IMAGE_TYPES = ("image/", "application/octet-stream")
+# Preparing an image this small costs less than the hop to a worker thread; larger ones leave the event loop.
+INLINE_PIXELS = 128 * 128
 
 
 def limits(settings: Settings) -> Limits:
     return Limits(max_pixels=settings.max_image_pixels)
+
+
+def prepare(image: Image.Image) -> Digit:
+    return mnist_digit(load_image(image))
+
+
+async def prepare_digit(data: bytes, settings: Settings) -> Digit:
+    """The uploaded bytes as an MNIST digit: small images inline, larger ones in a worker thread."""
+    image = open_image(data, limits(settings))  # reads the header only
+    if image.width * image.height <= INLINE_PIXELS:
+        return prepare(image)
+    return await run_in_threadpool(prepare, image)
 
 
 def _content_type(request: Request) -> str:

@@ -1,20 +1,20 @@
 """Every kind of bad request, as one exception tree; app.handlers renders them as `{"detail", "code"}`.
 
-    ServiceError
-    ├── EmptyBody              400 empty_body
-    ├── MissingFile            400 missing_file
-    ├── TooManyFiles           400 too_many_files
-    ├── UnsupportedMediaType   415 unsupported_media_type
-    ├── NotAnImage             415 not_an_image
-    ├── UnsupportedFormat      415 unsupported_format
-    ├── TruncatedImage         400 truncated_image
-    ├── PayloadTooLarge        413 payload_too_large
-    ├── ImageTooLarge          413 image_too_large
-    ├── BlankImage             422 blank_image
-    ├── UnknownModel           404 unknown_model
-    ├── ModelUnavailable       503 model_unavailable
-    ├── UnknownLayer           404 unknown_layer
-    └── BadToken               400 bad_token
+ServiceError
+├── EmptyBody              400 empty_body
+├── MissingFile            400 missing_file
+├── TooManyFiles           400 too_many_files
+├── UnsupportedMediaType   415 unsupported_media_type
+├── NotAnImage             415 not_an_image
+├── UnsupportedFormat      415 unsupported_format
+├── TruncatedImage         400 truncated_image
+├── PayloadTooLarge        413 payload_too_large
+├── ImageTooLarge          413 image_too_large
+├── BlankImage             422 blank_image
+├── UnknownModel           404 unknown_model
+├── ModelUnavailable       503 model_unavailable
+├── UnknownLayer           404 unknown_layer
+└── BadToken               400 bad_token
 """
 
 from __future__ import annotations
@@ -101,5 +101,20 @@ class UnknownLayer(ServiceError):
     code = "unknown_layer"
 
 
+class NoTemplates(ServiceError):
+    status_code = 404
+    code = "no_templates"
+
+
 class BadToken(ServiceError):
     code = "bad_token"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Timeout(ServiceError):
+    status_code = 504
+    code = "timeout"

@@ -14,33 +14,44 @@ from app.errors import ServiceError
 log = logging.getLogger(__name__)
 
 
+V2_PREFIX = "/v2"
+
+
 def error_body(detail: str, code: str) -> dict[str, str]:
     return {"detail": detail, "code": code}
 
 
-async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+def render(
+    request: Request, status_code: int, detail: str, code: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """REST errors as {"detail", "code"}; the Open Inference Protocol's as {"error"}, as it defines them."""
+    body = {"error": detail} if request.url.path.startswith(V2_PREFIX) else error_body(detail, code)
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return JSONResponse(error_body(exc.detail, exc.code), status_code=exc.status_code)
+    return render(request, exc.status_code, exc.detail, exc.code)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
-    return JSONResponse(error_body(str(exc.detail), code), status_code=exc.status_code, headers=exc.headers)
+    return render(request, exc.status_code, str(exc.detail), code, exc.headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = "; ".join(
         f"{'.'.join(str(p) for p in error.get('loc', ()))}: {error.get('msg', 'invalid')}" for error in exc.errors()
     )
-    return JSONResponse(error_body(f"Invalid request: {problems}", "invalid_request"), status_code=422)
+    return render(request, 422, f"Invalid request: {problems}", "invalid_request")
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # A bug, not bad input: log it with its trace, and never show the trace or internal paths to the client.
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(error_body("Internal server error.", "internal_error"), status_code=500)
+    return render(request, 500, "Internal server error.", "internal_error")
 
 
 def install_error_handlers(app: FastAPI) -> None:

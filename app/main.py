@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from app.handlers import install_error_handlers
-from app.middleware import BodySizeLimit
-from app.routes import activations, health, models, predict
-from app.runtime.registry import load_registry
+from app.middleware import ApiKey, BodySizeLimit, RequestTimeout
+from app.observability import Metrics, RequestObserver
+from app.routes import activations, health, models, pages, predict, v2
+from app.routes import metrics as metrics_route
+from app.routes.docs import COMMON_ERRORS
+from app.runtime.registry import Observers, RuntimeConfig, StartupError, load_registry
 from app.settings import Settings
 
 log = logging.getLogger("app")
@@ -25,29 +31,65 @@ computes inside. Every error is a 4xx JSON body `{"detail", "code"}`.
 """
 
 
+def runtime_config(settings: Settings) -> RuntimeConfig:
+    threads = settings.intra_op_threads
+    if threads == 0 and settings.workers > 1:  # share the cores between workers instead of oversubscribing them
+        threads = max(1, (os.cpu_count() or 1) // settings.workers)
+    return RuntimeConfig(
+        provider=settings.provider,
+        intra_op_threads=threads,
+        inter_op_threads=settings.inter_op_threads,
+        batching=settings.batching,
+        max_batch_size=settings.max_batch_size,
+        batch_delay_ms=settings.batch_delay_ms,
+        strict_provider=settings.strict_provider,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new service; its models load when the lifespan starts, not before."""
     settings = settings or Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    metrics = Metrics()
+    observers = Observers(inference=metrics.inference_observer, batch=metrics.batch_observer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.registry = await anyio.to_thread.run_sync(
-            lambda: load_registry(
-                settings.models_dir,
-                default_model=settings.default_model,
-                provider=settings.provider,
-                intra_op_threads=settings.intra_op_threads,
-                inter_op_threads=settings.inter_op_threads,
+        try:
+            registry = await anyio.to_thread.run_sync(
+                lambda: load_registry(
+                    settings.models_dir,
+                    default_model=settings.default_model,
+                    config=runtime_config(settings),
+                    observers=observers,
+                )
             )
-        )
-        log.info("serving %s (default %s)", ", ".join(app.state.registry.models), settings.default_model)
+        except StartupError as exc:
+            log.critical("cannot start: %s", exc)  # the one line that says why, before the server's traceback
+            raise
+        for name, model in registry.models.items():
+            metrics.models_loaded.labels(name).set(1 if model.available else 0)
+        app.state.registry = registry
+        log.info("serving %s (default %s)", ", ".join(registry.models), settings.default_model)
         yield
+        await registry.close()
 
-    app = FastAPI(title="mnist-serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="mnist-serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, responses=COMMON_ERRORS
+    )
     app.state.settings = settings
+    app.state.metrics = metrics
     install_error_handlers(app)
+    # Each add_middleware wraps the ones before it: the observer sees everything, CORS preflights need no key.
+    app.add_middleware(RequestTimeout, seconds=settings.request_timeout_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    for module in (predict, activations, models, health):
+    if settings.api_key:
+        app.add_middleware(ApiKey, key=settings.api_key)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
+    app.add_middleware(RequestObserver, metrics=metrics)
+    for module in (predict, activations, models, health, v2, metrics_route, pages):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     return app

@@ -1,12 +1,15 @@
-"""Request body limit, enforced while the body streams in: an oversized upload is never read whole."""
+"""Pure ASGI middleware: body size limit (enforced while the body streams in), API key, request timeout."""
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
+import hmac
+
+import anyio
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge
-from app.handlers import error_body
+from app.errors import PayloadTooLarge, Timeout, Unauthorized
+from app.handlers import render
 
 
 def _too_large(limit: int, size: int | None = None) -> PayloadTooLarge:
@@ -26,7 +29,7 @@ class BodySizeLimit:
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             error = _too_large(self.max_bytes, int(declared))
-            response = JSONResponse(error_body(error.detail, error.code), status_code=error.status_code)
+            response = render(Request(scope), error.status_code, error.detail, error.code)
             await response(scope, receive, send)
             return
         received = 0
@@ -41,3 +44,58 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class ApiKey:
+    """When a key is configured, every request but health checks and docs must carry it (X-API-Key or Bearer)."""
+
+    OPEN_PATHS = ("/health/", "/v2/health/", "/docs", "/redoc", "/openapi.json", "/metrics", "/static/")
+    OPEN_EXACT = ("/", "/favicon.ico")
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.key = key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or path.startswith(self.OPEN_PATHS)
+            or path in self.OPEN_EXACT
+            or self._authorised(scope)
+        ):
+            await self.app(scope, receive, send)
+            return
+        error = Unauthorized("This service needs an API key: send it as header X-API-Key or Authorization: Bearer.")
+        response = render(Request(scope), error.status_code, error.detail, error.code, {"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)
+
+    def _authorised(self, scope: Scope) -> bool:
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(b"Bearer ")
+        return hmac.compare_digest(given, self.key)
+
+
+class RequestTimeout:
+    """A request whose response has not started after `seconds` gets a 504 instead of holding its client."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        with anyio.move_on_after(self.seconds) as scope_timer:
+            await self.app(scope, receive, tracking_send)
+        if scope_timer.cancelled_caught and not started:
+            error = Timeout(f"The request took longer than {self.seconds:g} s (MNIST_REQUEST_TIMEOUT_S); try again.")
+            await render(Request(scope), error.status_code, error.detail, error.code)(scope, receive, send)

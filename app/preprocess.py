@@ -36,17 +36,17 @@ class Limits:
     max_pixels: int = 40_000_000
 
 
-def decode_image(data: bytes, limits: Limits = Limits()) -> Image.Image:
-    """Decoded first frame, EXIF orientation applied; refuses what is not a supported, complete image."""
+def open_image(data: bytes, limits: Limits = Limits()) -> Image.Image:
+    """The image with only its header read: format and size checked, pixels not decoded yet."""
     if not data:
         raise EmptyBody()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        if isinstance(exc, UnidentifiedImageError):
-            raise NotAnImage(f"The upload is not an image that can be read; send {SUPPORTED_TEXT}.") from None
+    except UnidentifiedImageError:
+        raise NotAnImage(f"The upload is not an image that can be read; send {SUPPORTED_TEXT}.") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLarge(f"The image has too many pixels; the limit is {limits.max_pixels:,}.") from None
     if image.format not in SUPPORTED_FORMATS:
         raise UnsupportedFormat(f"{image.format} images are not supported; send {SUPPORTED_TEXT}.")
@@ -55,11 +55,23 @@ def decode_image(data: bytes, limits: Limits = Limits()) -> Image.Image:
         raise ImageTooLarge(
             f"The image is {width}x{height} = {width * height:,} pixels; the limit is {limits.max_pixels:,}."
         )
+    return image
+
+
+def load_image(image: Image.Image) -> Image.Image:
+    """The decoded first frame, EXIF orientation applied; TruncatedImage when the data ends early or is corrupt."""
     try:
         image.load()
         return ImageOps.exif_transpose(image) or image
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
-        raise TruncatedImage(f"The {image.format} data is truncated or corrupt ({exc}); upload the whole file.") from None
+        raise TruncatedImage(
+            f"The {image.format} data is truncated or corrupt ({exc}); upload the whole file."
+        ) from None
+
+
+def decode_image(data: bytes, limits: Limits = Limits()) -> Image.Image:
+    """Decoded first frame, EXIF orientation applied; refuses what is not a supported, complete image."""
+    return load_image(open_image(data, limits))
 
 
 def to_grayscale(image: Image.Image) -> Gray:

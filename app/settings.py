@@ -29,6 +29,15 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(1, ge=0)
     """Threads ONNX Runtime may use across independent graph nodes."""
 
+    batching: bool = True
+    """Gather concurrent requests for a model into one ONNX Runtime call."""
+
+    max_batch_size: int = Field(64, ge=1)
+    """Most images in one batched model call."""
+
+    batch_delay_ms: float = Field(2.0, ge=0)
+    """Longest a request waits for others to join its batch, in milliseconds."""
+
     max_upload_bytes: int = Field(10_000_000, gt=0)
     """Largest request body accepted, in bytes (larger: 413)."""
 
@@ -37,6 +46,18 @@ class Settings(BaseSettings):
 
     max_batch_images: int = Field(64, gt=0)
     """Most images accepted by one /predict/batch request."""
+
+    api_key: str = ""
+    """When set, every endpoint but health, metrics and docs requires it (header X-API-Key or Bearer)."""
+
+    cors_origins: list[str] = []
+    """Origins allowed to call the API from a browser (JSON list); none by default."""
+
+    request_timeout_s: float = Field(30.0, gt=0)
+    """A request not answered within this many seconds gets a 504."""
+
+    strict_provider: bool = False
+    """Refuse to start when MNIST_PROVIDER=cuda but CUDA is not available (instead of falling back to CPU)."""
 
     token_key: str = ""
     """Key for the activation tokens' integrity check; replicas behind one address must share it."""

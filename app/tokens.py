@@ -39,7 +39,7 @@ def decode_token(token: str, key: str = "") -> Digit:
     if not token or len(token) > MAX_TOKEN_CHARS:
         raise BadToken("The activations token is empty or too long; use the activations_url from /predict.")
     try:
-        payload = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        payload = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise BadToken("The activations token is not valid base64url; copy it unchanged from /predict.") from None
     if len(payload) < 1 + DIGEST_SIZE or payload[:1] != VERSION:

@@ -23,7 +23,9 @@ def encode(image: Image.Image | npt.NDArray[np.uint8], fmt: str = "PNG", **optio
     return buffer.getvalue()
 
 
-def photo_of(digit: npt.NDArray[np.uint8], *, size: int = 300, scale: int = 6, offset: tuple[int, int] = (20, 90)) -> Image.Image:
+def photo_of(
+    digit: npt.NDArray[np.uint8], *, size: int = 300, scale: int = 6, offset: tuple[int, int] = (20, 90)
+) -> Image.Image:
     """A photo-like RGB picture of an MNIST digit: dark ink, light uneven paper, enlarged and off-centre."""
     ink = Image.fromarray(255 - digit).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC)
     paper = np.clip(np.linspace(215, 245, size)[None, :] + np.zeros((size, 1)), 0, 255).astype(np.uint8)
@@ -32,7 +34,9 @@ def photo_of(digit: npt.NDArray[np.uint8], *, size: int = 300, scale: int = 6, o
     return page.convert("RGB")
 
 
-def canvas_of(digit: npt.NDArray[np.uint8], *, size: int = 280, colour: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+def canvas_of(
+    digit: npt.NDArray[np.uint8], *, size: int = 280, colour: tuple[int, int, int] = (0, 0, 0)
+) -> Image.Image:
     """An RGBA canvas drawing: coloured strokes whose alpha is the ink, on a transparent background."""
     alpha = Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR)
     canvas = Image.new("RGBA", (size, size), (*colour, 0))

@@ -70,7 +70,12 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("epochs", args.epochs), ("iterations", args.iterations)) if v is not None}
     for name in _names(args.model):
         train_and_publish(
-            name, data, models_dir=args.models_dir, checkpoints=args.checkpoints, overrides=overrides, resume=args.resume
+            name,
+            data,
+            models_dir=args.models_dir,
+            checkpoints=args.checkpoints,
+            overrides=overrides,
+            resume=args.resume,
         )
     return 0
 

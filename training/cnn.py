@@ -41,26 +41,28 @@ def build_lenet(weight_decay: float = 5e-4) -> keras.Model:
     )
 
 
-def _conv_bn_relu(filters: int, name: str, padding: str = "same") -> list[layers.Layer]:
+def _conv_bn_relu(filters: int, size: int, name: str, padding: str = "same") -> list[layers.Layer]:
     return [
-        layers.Conv2D(filters, 3, padding=padding, use_bias=False, name=f"{name}_conv"),
+        layers.Conv2D(filters, size, padding=padding, use_bias=False, name=f"{name}_conv"),
         layers.BatchNormalization(name=f"{name}_bn"),
         layers.Activation("relu", name=name),
     ]
 
 
 def build_cnn() -> keras.Model:
-    """A compact VGG-style network with batch norm and global pooling (~140k parameters)."""
+    """A compact network with batch norm and global pooling (~130k parameters, ~13M multiply-adds per image).
+
+    Only the first layer works at full 28x28 resolution, with few channels: that keeps it cheap on a CPU.
+    """
     return keras.Sequential(
         [
             keras.Input(INPUT_SHAPE, name="image"),
-            *_conv_bn_relu(32, "conv1"),  # (28, 28, 32)
-            *_conv_bn_relu(32, "conv2"),  # (28, 28, 32)
+            *_conv_bn_relu(32, 5, "conv1"),  # (28, 28, 32)
             layers.MaxPooling2D(2, name="pool1"),  # (14, 14, 32)
-            *_conv_bn_relu(64, "conv3"),  # (14, 14, 64)
-            *_conv_bn_relu(64, "conv4"),  # (14, 14, 64)
+            *_conv_bn_relu(64, 3, "conv2"),  # (14, 14, 64)
+            *_conv_bn_relu(64, 3, "conv3"),  # (14, 14, 64)
             layers.MaxPooling2D(2, name="pool2"),  # (7, 7, 64)
-            *_conv_bn_relu(128, "conv5", padding="valid"),  # (5, 5, 128)
+            *_conv_bn_relu(128, 3, "conv4", padding="valid"),  # (5, 5, 128)
             layers.GlobalAveragePooling2D(name="gap"),  # (128,)
             layers.Dropout(0.3, name="dropout"),
             layers.Dense(10, name="logits"),
@@ -97,9 +99,7 @@ def _augmenter(seed: int) -> keras.Sequential:
     )
 
 
-def _dataset(
-    x: npt.NDArray[np.float32], y: npt.NDArray[np.uint8], config: CnnConfig
-) -> tf.data.Dataset:
+def _dataset(x: npt.NDArray[np.float32], y: npt.NDArray[np.uint8], config: CnnConfig) -> tf.data.Dataset:
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
     ds = ds.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True).batch(config.batch_size)
     if config.augment:
@@ -122,7 +122,9 @@ def _optimizer(config: CnnConfig, steps_per_epoch: int) -> keras.optimizers.Opti
     schedule = _learning_rate(config, steps_per_epoch)
     if config.optimizer == "momentum":
         return keras.optimizers.SGD(schedule, momentum=config.momentum)
-    return keras.optimizers.Adam(schedule)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["_bn", "bias"])  # decay only the convolution and dense kernels
+    return optimizer
 
 
 def train_cnn(

@@ -118,9 +118,7 @@ def parse_idx(content: bytes, *, source: str = "IDX data") -> npt.NDArray[np.uin
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(content) != expected:
         kind = "truncated" if len(content) < expected else "has trailing data"
-        raise CorruptFileError(
-            f"{source}: {kind}: {len(content)} bytes, shape {shape} needs {expected}"
-        )
+        raise CorruptFileError(f"{source}: {kind}: {len(content)} bytes, shape {shape} needs {expected}")
     return np.frombuffer(content, dtype=dtype, offset=header).reshape(shape)
 
 
@@ -142,9 +140,7 @@ def load_split(data_dir: Path, prefix: str, *, verify: bool) -> tuple[Split, dic
     images, images_sha = read_verified(data_dir, f"{prefix}-images-idx3-ubyte", verify=verify)
     labels, labels_sha = read_verified(data_dir, f"{prefix}-labels-idx1-ubyte", verify=verify)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise CorruptFileError(
-            f"{data_dir}/{prefix}: images {images.shape} and labels {labels.shape} do not match"
-        )
+        raise CorruptFileError(f"{data_dir}/{prefix}: images {images.shape} and labels {labels.shape} do not match")
     checksums = {f"{prefix}-images-idx3-ubyte": images_sha, f"{prefix}-labels-idx1-ubyte": labels_sha}
     return Split(images, labels), checksums
 
@@ -204,7 +200,7 @@ def _fetch_from_mirrors(
 def _fetch(url: str, target: Path, *, progress: bool) -> None:
     from tqdm import tqdm  # training-only dependency
 
-    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - https mirrors or a test server
+    with urllib.request.urlopen(url, timeout=30) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
         with (
             tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp,

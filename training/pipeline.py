@@ -40,7 +40,8 @@ DESCRIPTIONS = {
     "svm": "The notebook's multiclass linear SVM (hinge loss, L2), trained by minibatch SGD in NumPy.",
     "softmax": "The notebook's softmax regression, trained by minibatch SGD in NumPy.",
     "lenet": "The notebook's LeNet-style CNN: two 5x5 convolutions, max pooling, a 512-unit dense layer.",
-    "cnn": "The default: a compact CNN with batch norm, trained with small shifts, rotations and zoom.",
+    "cnn": "The default: a compact CNN (four convolutions with batch norm, global pooling) trained with small"
+    " shifts, rotations and zoom.",
 }
 
 

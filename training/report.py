@@ -4,29 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import numpy.typing as npt
+from matplotlib.figure import Figure  # no pyplot: files only, never a window or a global figure registry
 
-matplotlib.use("Agg")  # files only; never a window
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from app.cards import ModelCard  # noqa: E402
-from training.data import Split  # noqa: E402
+from app.cards import ModelCard
+from training.data import Split
 
 
 def _save(figure: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(figure)
     return path
 
 
-def _grid(images: npt.NDArray[np.floating], columns: int, titles: list[str] | None = None, cmap: str = "gray") -> Figure:
+def _grid(
+    images: npt.NDArray[np.floating], columns: int, titles: list[str] | None = None, cmap: str = "gray"
+) -> Figure:
     rows = int(np.ceil(len(images) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.2), squeeze=False)
+    figure = Figure(figsize=(columns * 1.1, rows * 1.2))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for index, axis in enumerate(axes.flat):
         axis.axis("off")
         if index < len(images):
@@ -45,7 +42,8 @@ def samples_figure(train: Split, path: Path, per_class: int = 7) -> Path:
 
 
 def mean_image_figure(train: Split, path: Path) -> Path:
-    figure, axis = plt.subplots(figsize=(3, 3))
+    figure = Figure(figsize=(3, 3))
+    axis = figure.subplots()
     axis.imshow(train.images.mean(axis=0), cmap="gray")
     axis.set_title("mean training image")
     axis.axis("off")
@@ -59,7 +57,8 @@ def weight_templates_figure(weights: npt.NDArray[np.float32], path: Path) -> Pat
 
 
 def confusion_figure(matrix: list[list[int]], path: Path, title: str) -> Path:
-    figure, axis = plt.subplots(figsize=(5, 4.5))
+    figure = Figure(figsize=(5, 4.5))
+    axis = figure.subplots()
     data = np.asarray(matrix)
     axis.imshow(np.log1p(data), cmap="Blues")
     for (row, col), count in np.ndenumerate(data):

@@ -7,10 +7,9 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from starlette.concurrency import run_in_threadpool
 
-from app.deps import ModelQuery, RegistryDep, SettingsDep, limits, read_image
-from app.preprocess import Digit, model_input, preprocess
+from app.deps import ModelQuery, RegistryDep, SettingsDep, prepare_digit, read_image
+from app.preprocess import Digit, model_input
 from app.routes.docs import ERRORS, IMAGE_BODY
 from app.runtime.registry import LoadedModel
 from app.schemas import Activations, LayerMaps
@@ -85,5 +84,5 @@ async def compute_activations(
     """Activation maps of an uploaded image, sent as for /predict."""
     loaded = registry.get(model)
     layers = loaded.check_layers(layer)
-    digit = await run_in_threadpool(preprocess, await read_image(request), limits(settings))
+    digit = await prepare_digit(await read_image(request), settings)
     return await activations_for(loaded, digit, layers, encoding)

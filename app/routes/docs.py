@@ -56,3 +56,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: _error("Blank image or invalid parameters", "blank_image", "The image is blank."),
     503: _error("The model failed to load", "model_unavailable", "Model 'lenet' is unavailable."),
 }
+
+
+# Every operation can answer these; documented once for the whole API (replacing FastAPI's 422 schema,
+# since validation errors are rendered as {"detail", "code"} too).
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: _error("Invalid parameters", "invalid_request", "Invalid request: query.model: String too long"),
+    413: _error("Request body too large", "payload_too_large", "The request body is 12.0 MB; the limit is 10 MB."),
+    504: _error("The request took too long", "timeout", "The request took longer than 30 s."),
+}

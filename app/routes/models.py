@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 from fastapi import APIRouter
 
 from app.deps import RegistryDep
-from app.errors import UnknownModel
+from app.errors import NoTemplates, UnknownModel
+from app.routes.activations import Encoding, layer_maps
 from app.routes.docs import ERRORS
 from app.runtime.registry import LoadedModel, Registry
-from app.schemas import ModelDetail, ModelSummary
+from app.schemas import LayerMaps, ModelDetail, ModelSummary
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -45,3 +47,17 @@ async def read_model(name: str, registry: RegistryDep) -> ModelDetail:
     if model is None:
         raise UnknownModel(name, registry.models)
     return ModelDetail(**summarise(model, registry).model_dump(), card=model.card)
+
+
+@router.get("/{name}/templates", responses={404: ERRORS[404]})
+async def read_templates(name: str, registry: RegistryDep, encoding: Encoding = "json") -> LayerMaps:
+    """A linear model's weights for each class as a 28x28 template (the notebook's weight images).
+
+    Computed through the model itself: its evidence for an all-white image minus that for an all-black one.
+    """
+    model = registry.get(name)
+    if model.card is None or model.card.kind != "linear":
+        raise NoTemplates(f"Model {name!r} is a CNN; weight templates exist for the linear models (svm, softmax).")
+    images = np.stack([np.ones((28, 28, 1), np.float32), np.zeros((28, 28, 1), np.float32)])
+    evidence = (await model.infer(images, ["evidence"]))["evidence"]
+    return layer_maps("templates", evidence[0] - evidence[1], encoding)

@@ -9,7 +9,7 @@ import numpy.typing as npt
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import ModelQuery, RegistryDep, SettingsDep, limits, read_image, read_images
+from app.deps import ModelQuery, RegistryDep, SettingsDep, limits, prepare_digit, read_image, read_images
 from app.errors import ServiceError
 from app.preprocess import Digit, model_input, preprocess
 from app.routes.docs import ERRORS, IMAGE_BODY, MULTI_IMAGE_BODY
@@ -47,7 +47,7 @@ async def predict_digit(
     Send it as multipart field `file`, or as the raw body with an `image/*` Content-Type.
     """
     loaded = registry.get(model)
-    digit = await run_in_threadpool(preprocess, await read_image(request), limits(settings))
+    digit = await prepare_digit(await read_image(request), settings)
     outputs = await loaded.infer(model_input(digit[np.newaxis]), ["probabilities"])
     return make_prediction(request, loaded, digit, outputs["probabilities"][0], settings.token_key)
 
@@ -74,7 +74,9 @@ async def predict_digits(
     uploads = await read_images(request, settings.max_batch_images)
     digits = await run_in_threadpool(_preprocess_each, uploads, settings)
     good = [d for d in digits if not isinstance(d, ServiceError)]
-    probabilities = (await loaded.infer(model_input(np.stack(good)), ["probabilities"]))["probabilities"] if good else []
+    probabilities = (
+        (await loaded.infer(model_input(np.stack(good)), ["probabilities"]))["probabilities"] if good else []
+    )
     results, next_good = [], iter(probabilities)
     for (filename, _), digit in zip(uploads, digits, strict=True):
         if isinstance(digit, ServiceError):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 from app.cards import INPUT_NAME, ModelCard, read_card, read_manifest
 from app.errors import ModelUnavailable, UnknownLayer, UnknownModel
+from app.runtime.batcher import Batcher, Observer
 from app.runtime.session import (
     ModelLoadError,
     Provider,
@@ -35,6 +37,25 @@ class StartupError(Exception):
     """The service cannot start: no manifest, or the default model cannot be loaded."""
 
 
+@dataclass(frozen=True)
+class Observers:
+    """Per-model callbacks that receive (images, seconds): of each model call, and of each batch's queue wait."""
+
+    inference: Callable[[str], Observer]
+    batch: Callable[[str], Observer]
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    provider: Provider = "auto"
+    intra_op_threads: int = 0
+    inter_op_threads: int = 1
+    batching: bool = True
+    max_batch_size: int = 64
+    batch_delay_ms: float = 2.0
+    strict_provider: bool = False
+
+
 @dataclass
 class LoadedModel:
     """One model from the manifest: its card, and its session unless loading failed (then `error` says why)."""
@@ -44,6 +65,8 @@ class LoadedModel:
     session: ort.InferenceSession | None = None
     providers: list[str] = field(default_factory=list)
     error: str | None = None
+    batcher: Batcher | None = None
+    observe_run: Observer | None = None  # (images, seconds) of each ONNX Runtime call
 
     @property
     def available(self) -> bool:
@@ -66,11 +89,18 @@ class LoadedModel:
         if self.session is None:
             raise ModelUnavailable(f"Model {self.name!r} is unavailable: {self.error}")
         names = list(outputs)
-        return dict(zip(names, self.session.run(names, {INPUT_NAME: images}), strict=True))
+        start = time.perf_counter()
+        values = self.session.run(names, {INPUT_NAME: images})
+        if self.observe_run is not None:
+            self.observe_run(len(images), time.perf_counter() - start)
+        return dict(zip(names, values, strict=True))
 
     async def infer(self, images: npt.NDArray[np.float32], outputs: Sequence[str]) -> Outputs:
-        """`run` in a worker thread, so the event loop keeps serving (health checks included)."""
-        return await anyio.to_thread.run_sync(self.run, images, outputs)
+        """`run` off the event loop (health checks keep answering): batched with concurrent requests, if enabled."""
+        if self.batcher is not None:
+            return await self.batcher.infer(images, outputs)
+        # A timed-out request stops waiting at once; the thread finishes its call and its result is dropped.
+        return await anyio.to_thread.run_sync(self.run, images, outputs, abandon_on_cancel=True)
 
 
 @dataclass
@@ -91,10 +121,13 @@ class Registry:
     def unavailable(self) -> dict[str, str]:
         return {name: model.error or "not loaded" for name, model in self.models.items() if not model.available}
 
+    async def close(self) -> None:
+        for model in self.models.values():
+            if model.batcher is not None:
+                await model.batcher.close()
 
-def load_model(
-    name: str, folder: Path, providers: Sequence[str], options: ort.SessionOptions
-) -> LoadedModel:
+
+def load_model(name: str, folder: Path, providers: Sequence[str], options: ort.SessionOptions) -> LoadedModel:
     """Card, checksum, session, signature check and warm-up; a failure is recorded, not raised."""
     model = LoadedModel(name=name)
     try:
@@ -120,18 +153,30 @@ def load_registry(
     models_dir: Path,
     *,
     default_model: str,
-    provider: Provider = "auto",
-    intra_op_threads: int = 0,
-    inter_op_threads: int = 1,
+    config: RuntimeConfig = RuntimeConfig(),
+    observers: Observers | None = None,
 ) -> Registry:
     """Every model in the manifest; raises StartupError when the default model is not among the loaded ones."""
     try:
         manifest = read_manifest(models_dir)
     except (OSError, ValidationError) as exc:
         raise StartupError(f"cannot read {models_dir}/manifest.json: {str(exc).splitlines()[0]}") from exc
-    providers = requested_providers(provider)
-    options = session_options(intra_op_threads, inter_op_threads)
+    try:
+        providers = requested_providers(config.provider, strict=config.strict_provider)
+    except ModelLoadError as exc:
+        raise StartupError(str(exc)) from exc
+    options = session_options(config.intra_op_threads, config.inter_op_threads)
     models = {e.name: load_model(e.name, models_dir / e.path, providers, options) for e in manifest.models}
+    for model in models.values():
+        if observers is not None:
+            model.observe_run = observers.inference(model.name)
+        if config.batching and model.available:
+            model.batcher = Batcher(
+                model.run,
+                max_batch=config.max_batch_size,
+                max_delay_s=config.batch_delay_ms / 1000,
+                observe=observers.batch(model.name) if observers else None,
+            )
     default = models.get(default_model)
     if default is None or not default.available:
         reason = default.error if default else f"not in the manifest (models: {', '.join(models)})"

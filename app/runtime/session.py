@@ -23,14 +23,18 @@ class ModelLoadError(Exception):
     """A model file is missing, corrupt, or does not match its card."""
 
 
-def requested_providers(choice: Provider) -> list[str]:
-    """The providers to ask ONNX Runtime for; `cuda` without a GPU build falls back to CPU with a warning."""
+def requested_providers(choice: Provider, *, strict: bool = False) -> list[str]:
+    """The providers to ask ONNX Runtime for; `cuda` without CUDA falls back to CPU (warned), or fails if strict."""
     available = ort.get_available_providers()
     if choice == "cpu":
         return [CPU]
     if CUDA in available:
         return [CUDA, CPU]
     if choice == "cuda":
+        if strict:
+            raise ModelLoadError(
+                f"MNIST_PROVIDER=cuda with MNIST_STRICT_PROVIDER, but onnxruntime offers only {available}"
+            )
         log.warning("MNIST_PROVIDER=cuda but onnxruntime offers only %s: falling back to CPU", available)
     return [CPU]
 

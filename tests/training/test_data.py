@@ -119,7 +119,9 @@ def sample_checksums(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return sums
 
 
-def test_download_fetches_and_verifies(mirror: tuple[str, Path], sample_checksums: dict[str, str], tmp_path: Path) -> None:
+def test_download_fetches_and_verifies(
+    mirror: tuple[str, Path], sample_checksums: dict[str, str], tmp_path: Path
+) -> None:
     url, root = mirror
     for path in SAMPLE_DIR.glob("*.gz"):
         shutil.copy(path, root)

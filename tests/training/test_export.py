@@ -30,7 +30,9 @@ def test_linear_export_matches_numpy(tmp_path: Path, mnist_sample: Mnist) -> Non
     outputs = export.onnx_outputs(path, images)
     assert outputs["evidence"].shape == (50, 10, 28, 28)
     # The evidence maps add up to the logits, less the bias.
-    np.testing.assert_allclose(outputs["evidence"].sum(axis=(2, 3)) + model.bias, outputs["logits"], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        outputs["evidence"].sum(axis=(2, 3)) + model.bias, outputs["logits"], rtol=1e-4, atol=1e-3
+    )
 
 
 def test_parity_check_fails_on_a_different_model(tmp_path: Path, mnist_sample: Mnist) -> None:

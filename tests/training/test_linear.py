@@ -54,7 +54,11 @@ def test_svm_loss_is_zero_when_every_margin_is_met() -> None:
 @pytest.mark.parametrize("name", ["svm", "softmax"])
 def test_regularisation_spares_the_bias_row(name: str) -> None:
     rng = np.random.default_rng(2)
-    X, y, W = np.hstack([rng.standard_normal((5, 3)), np.ones((5, 1))]), rng.integers(0, 2, 5), rng.standard_normal((4, 2))
+    X, y, W = (
+        np.hstack([rng.standard_normal((5, 3)), np.ones((5, 1))]),
+        rng.integers(0, 2, 5),
+        rng.standard_normal((4, 2)),
+    )
     loss_fn = LOSSES[name]
     (plain, plain_grad), (penalised, penalised_grad) = loss_fn(W, X, y, 0.0), loss_fn(W, X, y, 0.5)
     assert penalised - plain == pytest.approx(0.5 * np.sum(W[:-1] ** 2))

@@ -1,0 +1,103 @@
+"""The Open Inference Protocol (KServe V2) over REST, on the same registry and runtime as /predict."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
+
+from app import protocol
+from app.deps import RegistryDep, SettingsDep
+from app.errors import UnknownModel
+from app.protocol import ErrorResponse, InferenceResponse, MetadataTensor, ModelMetadata, OutputTensor, ServerMetadata
+from app.runtime.registry import LoadedModel, Registry
+
+SERVER_NAME = "mnist-serve"
+SERVER_VERSION = "0.1.0"
+PLATFORM = "onnxruntime_onnx"
+V2_ERROR = {"model": ErrorResponse, "description": 'Protocol error: {"error": message}'}
+ERRORS: dict[int | str, dict[str, object]] = dict.fromkeys((400, 404, 413, 422, 503, 504), V2_ERROR)
+router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"], responses=ERRORS)
+
+
+def model_version(registry: Registry, name: str, version: str | None) -> LoadedModel:
+    """The model, if it exists in that version (every bundled model has exactly one)."""
+    model = registry.get(name)
+    assert model.card is not None
+    if version is not None and version != model.card.version:
+        raise UnknownModel(f"{name} version {version}", [f"{name} version {model.card.version}"])
+    return model
+
+
+@router.get("")
+async def server_metadata() -> ServerMetadata:
+    """Server name, version and protocol extensions."""
+    return ServerMetadata(name=SERVER_NAME, version=SERVER_VERSION, extensions=["binary_tensor_data"])
+
+
+@router.get("/health/live")
+async def server_live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready")
+async def server_ready(registry: RegistryDep, response: Response) -> dict[str, bool]:
+    ready = registry.models[registry.default_model].available
+    response.status_code = 200 if ready else 503
+    return {"ready": ready}
+
+
+@router.get("/models/{name}")
+@router.get("/models/{name}/versions/{version}")
+async def model_metadata(registry: RegistryDep, name: str, version: str | None = None) -> ModelMetadata:
+    """Inputs and outputs of a model; -1 marks the batch dimension."""
+    card = model_version(registry, name, version).card
+    assert card is not None
+    return ModelMetadata(
+        name=card.name,
+        versions=[card.version],
+        platform=PLATFORM,
+        inputs=[MetadataTensor(name=card.input.name, datatype=card.input.datatype, shape=card.input.shape)],
+        outputs=[MetadataTensor(name=o.name, datatype=o.datatype, shape=o.shape) for o in card.outputs],
+    )
+
+
+@router.get("/models/{name}/ready")
+@router.get("/models/{name}/versions/{version}/ready")
+async def model_ready(registry: RegistryDep, name: str, version: str | None = None) -> dict[str, object]:
+    model = model_version(registry, name, version)
+    return {"name": model.name, "ready": model.available}
+
+
+@router.post("/models/{name}/infer")
+@router.post("/models/{name}/versions/{version}/infer")
+async def infer(
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    name: str,
+    version: str | None = None,
+    header_length: Annotated[str | None, Header(alias=protocol.HEADER_LENGTH)] = None,
+) -> Response:
+    """Run the model on an `image` tensor, FP32 [N, 28, 28, 1] in [0, 1] or UINT8 in [0, 255].
+
+    Outputs: `logits`, `probabilities` and the model's activation layers; each as JSON or, with
+    `binary_data`, as raw little-endian bytes after the JSON header (binary tensor data extension).
+    """
+    model = model_version(registry, name, version)
+    assert model.card is not None
+    inference, binary = protocol.split_body(await request.body(), header_length)
+    images = protocol.decode_images(inference, binary, max_batch=settings.max_batch_images)
+    wanted = protocol.requested_outputs(inference, [o.name for o in model.card.outputs])
+    arrays = await model.infer(images, [name for name, _ in wanted])
+    response = InferenceResponse(
+        model_name=model.name,
+        model_version=model.card.version,
+        id=inference.id,
+        outputs=[OutputTensor(name=n, shape=list(arrays[n].shape)) for n, _ in wanted],
+    )
+    body, json_length = protocol.encode_response(response, arrays, dict(wanted))
+    if json_length is None:
+        return Response(body, media_type="application/json")
+    headers = {protocol.HEADER_LENGTH: str(json_length)}
+    return Response(body, media_type="application/octet-stream", headers=headers)

@@ -1,0 +1,122 @@
+"""Dynamic batching: concurrent requests for one model are gathered into one ONNX Runtime call.
+
+A batch closes when it holds `max_batch` images or when its first request has waited `max_delay_s`, so no
+request waits on its neighbours longer than that. One model call runs at a time per model, in a worker thread;
+while it runs, the next batch gathers. If a batched call fails, each request is retried alone, so one bad
+request never fails its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio.to_thread
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+Images = npt.NDArray[np.float32]
+Outputs = dict[str, npt.NDArray[np.float32]]
+RunFn = Callable[[Images, Sequence[str]], Outputs]
+Observer = Callable[[int, float], None]  # (batch size in images, seconds the oldest request queued)
+
+
+@dataclass
+class _Pending:
+    images: Images
+    outputs: tuple[str, ...]
+    future: asyncio.Future[Outputs]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    def __init__(
+        self, run: RunFn, *, max_batch: int = 64, max_delay_s: float = 0.002, observe: Observer | None = None
+    ) -> None:
+        self._run = run
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self._observe = observe
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    async def infer(self, images: Images, outputs: Sequence[str]) -> Outputs:
+        """The outputs for these images, computed in a batch with whatever else is waiting."""
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.create_task(self._serve(self._queue))
+        pending = _Pending(images, tuple(outputs), asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(pending)
+        return await pending.future
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker, self._queue = None, None
+
+    async def _serve(self, queue: asyncio.Queue[_Pending]) -> None:
+        carried: _Pending | None = None
+        while True:
+            first = carried or await queue.get()
+            batch, carried = await self._gather(queue, first)
+            try:
+                await self._run_batch(batch)
+            except Exception as exc:  # never let the worker die: its callers would wait forever
+                log.exception("batch of %d requests failed", len(batch))
+                for pending in batch:
+                    _settle(pending, error=exc)
+
+    async def _gather(self, queue: asyncio.Queue[_Pending], first: _Pending) -> tuple[list[_Pending], _Pending | None]:
+        """Requests with the same outputs as `first`, until the batch is full or its delay has passed."""
+        batch, size = [first], len(first.images)
+        deadline = first.queued_at + self.max_delay_s
+        while size < self.max_batch:
+            try:
+                if queue.empty():
+                    item = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.perf_counter()))
+                else:
+                    item = queue.get_nowait()
+            except TimeoutError:
+                break
+            if item.outputs != first.outputs or size + len(item.images) > self.max_batch:
+                return batch, item  # it starts the next batch
+            batch.append(item)
+            size += len(item.images)
+        return batch, None
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        live = [p for p in batch if not p.future.done()]  # a client that went away has cancelled its future
+        if not live:
+            return
+        if self._observe:
+            self._observe(sum(len(p.images) for p in live), time.perf_counter() - live[0].queued_at)
+        images = live[0].images if len(live) == 1 else np.concatenate([p.images for p in live])
+        try:
+            outputs = await anyio.to_thread.run_sync(self._run, images, live[0].outputs)
+        except Exception as exc:
+            if len(live) == 1:
+                _settle(live[0], error=exc)
+                return
+            for pending in live:  # alone, so that only the faulty request fails
+                await self._run_batch([pending])
+            return
+        start = 0
+        for pending in live:
+            end = start + len(pending.images)
+            _settle(pending, result={name: value[start:end] for name, value in outputs.items()})
+            start = end
+
+
+def _settle(pending: _Pending, *, result: Outputs | None = None, error: BaseException | None = None) -> None:
+    if pending.future.done():
+        return
+    if error is not None:
+        pending.future.set_exception(error)
+    else:
+        pending.future.set_result(result or {})

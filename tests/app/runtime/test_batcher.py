@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from app.runtime.batcher import Batcher
+
+
+class Recorder:
+    """A model function that doubles its input and records the batch sizes it was called with."""
+
+    def __init__(self, delay_s: float = 0.0, poison: float | None = None) -> None:
+        self.sizes: list[int] = []
+        self.delay_s = delay_s
+        self.poison = poison
+        self.lock = threading.Lock()
+
+    def __call__(self, images: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        with self.lock:
+            self.sizes.append(len(images))
+        if self.poison is not None and np.any(images == self.poison):
+            raise ValueError("poisoned input")
+        time.sleep(self.delay_s)
+        return dict.fromkeys(outputs, images * 2)
+
+
+def images(value: float, n: int = 1) -> np.ndarray:
+    return np.full((n, 28, 28, 1), value, dtype=np.float32)
+
+
+async def run_all(batcher: Batcher, values: list[float], outputs: Sequence[str] = ("probabilities",)) -> list:
+    results = await asyncio.gather(*(batcher.infer(images(v), outputs) for v in values), return_exceptions=True)
+    await batcher.close()
+    return results
+
+
+def test_concurrent_requests_share_one_call_and_get_their_own_rows() -> None:
+    model = Recorder(delay_s=0.01)
+    batcher = Batcher(model, max_batch=64, max_delay_s=0.05)
+    results = asyncio.run(run_all(batcher, [float(i) for i in range(20)]))
+    assert model.sizes == [20]
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["probabilities"], images(2.0 * i))
+
+
+def test_batches_never_exceed_the_maximum() -> None:
+    model = Recorder(delay_s=0.005)
+    batcher = Batcher(model, max_batch=8, max_delay_s=0.05)
+    asyncio.run(run_all(batcher, [1.0] * 30))
+    assert max(model.sizes) <= 8
+    assert sum(model.sizes) == 30
+
+
+def test_a_lone_request_waits_no_longer_than_the_delay() -> None:
+    batcher = Batcher(Recorder(), max_batch=64, max_delay_s=0.02)
+
+    async def one() -> float:
+        start = time.perf_counter()
+        await batcher.infer(images(1.0), ["probabilities"])
+        await batcher.close()
+        return time.perf_counter() - start
+
+    assert asyncio.run(one()) < 1.0  # generous: the point is it does not wait for a full batch
+
+
+def test_requests_for_different_outputs_are_not_mixed() -> None:
+    model = Recorder()
+    batcher = Batcher(model, max_batch=64, max_delay_s=0.05)
+
+    async def mixed() -> list:
+        calls = [batcher.infer(images(1.0), ["probabilities"]), batcher.infer(images(2.0), ["conv1"])]
+        results = await asyncio.gather(*calls)
+        await batcher.close()
+        return results
+
+    first, second = asyncio.run(mixed())
+    assert list(first) == ["probabilities"]
+    assert list(second) == ["conv1"]
+    assert sorted(model.sizes) == [1, 1]
+
+
+def test_a_failing_request_does_not_fail_its_neighbours() -> None:
+    model = Recorder(poison=-1.0)
+    batcher = Batcher(model, max_batch=64, max_delay_s=0.05)
+    results = asyncio.run(run_all(batcher, [1.0, -1.0, 3.0]))
+    assert isinstance(results[1], ValueError)
+    np.testing.assert_array_equal(results[0]["probabilities"], images(2.0))
+    np.testing.assert_array_equal(results[2]["probabilities"], images(6.0))
+
+
+def test_observer_sees_batch_sizes_and_queue_waits() -> None:
+    seen: list[tuple[int, float]] = []
+    batcher = Batcher(Recorder(), max_batch=64, max_delay_s=0.01, observe=lambda n, wait: seen.append((n, wait)))
+    asyncio.run(run_all(batcher, [1.0] * 5))
+    assert [n for n, _ in seen] == [5]
+    assert seen[0][1] >= 0
+
+
+def test_multi_image_requests_are_split_back() -> None:
+    model = Recorder()
+    batcher = Batcher(model, max_batch=64, max_delay_s=0.05)
+
+    async def two() -> list:
+        results = await asyncio.gather(batcher.infer(images(1.0, n=3), ["p"]), batcher.infer(images(5.0, n=2), ["p"]))
+        await batcher.close()
+        return results
+
+    first, second = asyncio.run(two())
+    assert first["p"].shape[0] == 3
+    assert second["p"].shape[0] == 2
+    assert model.sizes == [5]
+
+
+@pytest.mark.parametrize("max_batch", [1, 4])
+def test_oversized_request_runs_alone(max_batch: int) -> None:
+    model = Recorder()
+    batcher = Batcher(model, max_batch=max_batch, max_delay_s=0.01)
+
+    async def big() -> dict:
+        result = await batcher.infer(images(1.0, n=10), ["p"])
+        await batcher.close()
+        return result
+
+    assert asyncio.run(big())["p"].shape[0] == 10

@@ -1,0 +1,133 @@
+"""The draw-a-digit page in a real browser: Playwright driving Debian's Chromium against the running service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import encode
+from training.data import Mnist
+
+CHROMIUM = Path("/usr/bin/chromium")
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"),
+]
+SEVEN = [[(70, 60), (200, 60), (120, 230)]]
+ZERO = [[(140, 40), (90, 70), (75, 140), (95, 215), (140, 240), (185, 215), (205, 140), (190, 70), (140, 40)]]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server: str, tmp_path: Path) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1100, "height": 1000})
+    page = context.new_page()
+    page.goto(f"http://{live_server}/")
+    page.wait_for_selector("#model option", state="attached")
+    yield page
+    context.close()
+
+
+def draw(page, strokes: list[list[tuple[int, int]]]) -> None:
+    """Mouse strokes on the 280x280 pad, in pad coordinates."""
+    box = page.locator("#pad").bounding_box()
+    scale = box["width"] / 280
+    for stroke in strokes:
+        x, y = stroke[0]
+        page.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=12)
+        page.mouse.up()
+
+
+def predicted(page) -> str:
+    page.wait_for_function("() => /^[0-9]$/.test(document.getElementById('digit').textContent)")
+    page.wait_for_selector("#maps canvas")
+    return page.locator("#digit").inner_text()
+
+
+def painted(page, selector: str) -> bool:
+    """True when the canvas has at least two different pixel colours."""
+    return page.evaluate(
+        """(selector) => {
+            const c = document.querySelector(selector);
+            const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            for (let i = 4; i < data.length; i += 4) if (data[i] !== data[0] || data[i+1] !== data[1]) return true;
+            return false;
+        }""",
+        selector,
+    )
+
+
+def test_drawn_digits_are_recognised_with_bars_and_heatmaps(page, tmp_path: Path) -> None:
+    draw(page, SEVEN)
+    assert predicted(page) == "7"
+    widths = page.eval_on_selector_all("#bars .fill", "els => els.map(e => parseFloat(e.style.width))")
+    assert len(widths) == 10
+    assert max(widths) > 50
+    assert painted(page, "#seen")
+    assert page.locator("#maps canvas").count() >= 32 + 64  # every conv layer's maps
+    assert painted(page, "#maps canvas")
+    page.screenshot(path=str(tmp_path / "seven.png"), full_page=True)
+
+    page.click("#clear")
+    draw(page, ZERO)
+    assert predicted(page) == "0"
+    page.screenshot(path=str(tmp_path / "zero.png"), full_page=True)
+
+
+def test_switching_the_model_changes_the_request(page) -> None:
+    draw(page, SEVEN)
+    predicted(page)
+    with page.expect_request(lambda r: "/predict?model=svm" in r.url):
+        page.select_option("#model", "svm")
+    page.wait_for_function("() => document.getElementById('maps-title').textContent.includes('svm')")
+    assert page.locator("#maps .layer").count() == 2  # evidence maps and weight templates
+
+
+def test_uploading_a_png_works(page, tmp_path: Path, mnist_sample: Mnist) -> None:
+    path = tmp_path / "two.png"
+    path.write_bytes(encode(255 - mnist_sample.test.images[1]))  # a 2, dark on light
+    page.set_input_files("#file", str(path))
+    assert predicted(page) == str(mnist_sample.test.labels[1])
+
+
+def test_errors_are_shown_clearly(page, tmp_path: Path) -> None:
+    page.click("#classify")  # a blank pad
+    page.wait_for_selector("#error:not([hidden])")
+    assert "blank" in page.locator("#error").inner_text()
+    path = tmp_path / "notes.png"
+    path.write_bytes(b"these are not pixels")
+    page.set_input_files("#file", str(path))
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('not an image')")
+
+
+def test_phone_sized_screen(browser, live_server: str, tmp_path: Path) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.goto(f"http://{live_server}/")
+    pad = page.locator("#pad").bounding_box()
+    assert pad["x"] >= 0
+    assert pad["x"] + pad["width"] <= 390
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+    context.close()
+
+
+def test_page_works_offline(page) -> None:
+    sources = page.eval_on_selector_all("script[src], link[href]", "els => els.map(e => e.src || e.href)")
+    assert all("127.0.0.1" in s for s in sources), sources

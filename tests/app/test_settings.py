@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.settings import Settings
+
+
+def test_defaults_serve_the_bundled_models() -> None:
+    settings = Settings()
+    assert settings.models_dir == Path("models")
+    assert settings.default_model == "cnn"
+    assert settings.provider == "auto"
+    assert settings.max_upload_bytes == 10_000_000
+    assert settings.port == 8000
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MNIST_DEFAULT_MODEL", "lenet")
+    monkeypatch.setenv("MNIST_PROVIDER", "cpu")
+    monkeypatch.setenv("PORT", "9001")
+    settings = Settings()
+    assert (settings.default_model, settings.provider, settings.port) == ("lenet", "cpu", 9001)
+
+
+def test_mnist_port_wins_over_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "9001")
+    monkeypatch.setenv("MNIST_PORT", "9002")
+    assert Settings().port == 9002
+
+
+def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MNIST_PROVIDER", "tpu")
+    with pytest.raises(ValidationError, match="provider"):
+        Settings()
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"MNIST_{name.upper()}" in readme, name

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from app.errors import BadToken
+from app.tokens import decode_token, encode_token
+from training.data import Mnist
+
+
+def test_round_trip_is_exact_and_compact(mnist_sample: Mnist) -> None:
+    for digit in mnist_sample.test.images[:20]:
+        token = encode_token(digit)
+        assert len(token) < 600
+        np.testing.assert_array_equal(decode_token(token), digit)
+
+
+def test_token_is_url_safe(mnist_sample: Mnist) -> None:
+    token = encode_token(mnist_sample.test.images[0])
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def tampered(token: str) -> str:
+    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    raw[len(raw) // 2] ^= 0x01
+    return base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda t: "", "empty or too long"),
+        (lambda t: "A" * 5000, "empty or too long"),
+        (lambda t: t[:10], "truncated|corrupt"),
+        (lambda t: t[: len(t) // 2], "corrupt|integrity"),
+        (lambda t: "!!" + t, "not valid base64url"),
+        (lambda t: "Ag" + t[2:], "unknown version"),
+        (tampered, "corrupt|integrity"),
+        (lambda t: base64.urlsafe_b64encode(b"\x01" + b"x" * 40).decode(), "corrupt"),
+    ],
+)
+def test_bad_tokens_are_refused(make, message: str, mnist_sample: Mnist) -> None:
+    with pytest.raises(BadToken, match=message):
+        decode_token(make(encode_token(mnist_sample.test.images[0])))
+
+
+def test_tokens_are_bound_to_the_key(mnist_sample: Mnist) -> None:
+    token = encode_token(mnist_sample.test.images[0], key="replica-secret")
+    np.testing.assert_array_equal(decode_token(token, key="replica-secret"), mnist_sample.test.images[0])
+    with pytest.raises(BadToken, match="another key"):
+        decode_token(token, key="other")
