@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, Request
@@ -15,6 +13,7 @@ from app.preprocess import Digit, model_input, preprocess
 from app.routes.docs import ERRORS, IMAGE_BODY, MULTI_IMAGE_BODY
 from app.runtime.registry import LoadedModel
 from app.schemas import BatchItem, BatchPrediction, ErrorBody, Prediction
+from app.settings import Settings
 from app.tokens import encode_token
 
 router = APIRouter(tags=["predict"])
@@ -52,7 +51,7 @@ async def predict_digit(
     return make_prediction(request, loaded, digit, outputs["probabilities"][0], settings.token_key)
 
 
-def _preprocess_each(uploads: list[tuple[str | None, bytes]], settings: Any) -> list[Digit | ServiceError]:
+def _preprocess_each(uploads: list[tuple[str | None, bytes]], settings: Settings) -> list[Digit | ServiceError]:
     results: list[Digit | ServiceError] = []
     for _, data in uploads:
         try:

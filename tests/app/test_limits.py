@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.runtime.registry import StartupError
 from app.settings import Settings
-from tests.app.conftest import free_port, wait_until_ready
+from tests.conftest import free_port, wait_until_ready
 from tests.helpers import MODELS_DIR, ROOT, encode
 from training.data import Mnist
 

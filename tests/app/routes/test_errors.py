@@ -121,3 +121,63 @@ def test_service_still_answers_after_the_bad_inputs(client: TestClient, mnist_sa
         assert client.post("/predict", **kwargs).status_code < 500
     response = client.post("/predict", files={"file": encode(mnist_sample.test.images[0])})
     assert response.json()["digit"] == 7
+
+
+def animated_gif(image: np.ndarray) -> bytes:
+    frames = [Image.fromarray(image), Image.fromarray(np.zeros_like(image)), Image.fromarray(255 - image)]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def transparent_png(image: np.ndarray, mode: str) -> bytes:
+    """Dark ink on a transparent background, as a 16-bit grey or a palette PNG with a transparency chunk."""
+    if mode == "I;16":
+        picture = Image.fromarray((255 - image).astype(np.uint16) * 257).convert("I;16")
+        return encode(picture, "PNG", transparency=65535)
+    return encode(Image.fromarray(255 - image).convert("P"), "PNG", transparency=255)
+
+
+UNUSUAL_BUT_VALID = [
+    ("animated gif: first frame", animated_gif),
+    ("cmyk jpeg", lambda d: encode(Image.fromarray(255 - d).resize((84, 84)).convert("CMYK"), "JPEG", quality=95)),
+    ("16-bit png with transparency", lambda d: transparent_png(d, "I;16")),
+    ("palette png with transparency", lambda d: transparent_png(d, "P")),
+]
+
+
+@pytest.mark.parametrize(("name", "make"), UNUSUAL_BUT_VALID, ids=[c[0] for c in UNUSUAL_BUT_VALID])
+def test_unusual_but_valid_images_are_classified(client: TestClient, mnist_sample: Mnist, name: str, make) -> None:
+    response = client.post("/predict?model=lenet", files={"file": make(mnist_sample.test.images[0])})
+    assert response.status_code == 200, response.text
+    assert response.json()["digit"] == 7
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"content": b"abc", "headers": {"content-type": "image/png"}}, 415, "unsupported_media_type"),
+        ({"files": {"other": b"x"}}, 400, "missing_file"),
+        ({"data": {"files": "text"}, "files": {"x": b"y"}}, 400, "missing_file"),
+    ],
+)
+def test_bad_batch_requests(client: TestClient, kwargs: dict, status: int, code: str) -> None:
+    response = client.post("/predict/batch", **kwargs)
+    assert response.status_code == status
+    assert response.json()["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/models/..%2F..%2Fetc%2Fpasswd", 404, "not_found"),
+        ("/models/%00", 404, "unknown_model"),
+        ("/models/cnn/templates", 404, "no_templates"),
+        ("/models/nope/templates", 404, "unknown_model"),
+        ("/activations?input=" + "A" * 5000, 422, "invalid_request"),
+        ("/activations?input=AQ", 400, "bad_token"),
+        ("/activations?input=AXjaY2AYBaNgFIyCUTAKRsEoGAUDAQAAcAAB", 400, "bad_token"),
+    ],
+)
+def test_bad_get_requests(client: TestClient, path: str, status: int, code: str) -> None:
+    response = client.get(path)
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
