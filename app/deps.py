@@ -15,14 +15,25 @@ from app.runtime.registry import Registry
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+def settings_of(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_registry(request: Request) -> Registry:
+def registry_of(request: Request) -> Registry:
     registry: Registry = request.app.state.registry
     return registry
+
+
+# Async on purpose: FastAPI runs plain `def` dependencies in the thread pool, a costly hop for an attribute read.
+# The hottest routes (/predict, V2 infer) call settings_of/registry_of directly: dependency solving costs more
+# than the rest of their Python work.
+async def get_settings(request: Request) -> Settings:
+    return settings_of(request)
+
+
+async def get_registry(request: Request) -> Registry:
+    return registry_of(request)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

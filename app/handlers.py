@@ -6,8 +6,9 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from app.errors import ServiceError
 
@@ -48,6 +49,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return render(request, 422, f"Invalid request: {problems}", "invalid_request")
 
 
+async def _client_disconnected(request: Request, exc: Exception) -> Response:
+    # The client went away mid-request (a load generator stopping, a closed tab): nobody is left to answer.
+    log.debug("client disconnected during %s %s", request.method, request.url.path)
+    return Response(status_code=499)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # A bug, not bad input: log it with its trace, and never show the trace or internal paths to the client.
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -58,4 +65,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(Exception, _unexpected_error)

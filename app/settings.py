@@ -35,8 +35,8 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=1)
     """Most images in one batched model call."""
 
-    batch_delay_ms: float = Field(2.0, ge=0)
-    """Longest a request waits for others to join its batch, in milliseconds."""
+    batch_delay_ms: float = Field(0.0, ge=0)
+    """Longest a request waits for others to join its batch, in ms; 0 = take what is queued when the model is free."""
 
     max_upload_bytes: int = Field(10_000_000, gt=0)
     """Largest request body accepted, in bytes (larger: 413)."""

@@ -77,7 +77,7 @@ def write_bodies(folder: Path, count: int = 32) -> dict[str, list[Path]]:
         pixels = np.round(image.astype(np.float32) / 255, 4).ravel().tolist()
         tensor = {"name": "image", "shape": [1, 28, 28, 1], "datatype": "FP32", "data": pixels}
         v2 = folder / f"{index}.json"
-        v2.write_text(json.dumps({"inputs": [tensor]}))
+        v2.write_text(json.dumps({"inputs": [tensor], "outputs": [{"name": "probabilities"}]}))
         bodies["multipart"].append(multipart)
         bodies["v2"].append(v2)
     return bodies
@@ -167,7 +167,14 @@ def mlserver_python(venv: Path) -> Path | None:
 def mlserver_folder(folder: Path, model: str, port: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(BENCH / "mlserver" / "runtime.py", folder / "runtime.py")
-    settings = {"http_port": port, "grpc_port": port + 1, "metrics_port": port + 2, "debug": False}
+    # parallel_workers=0: inference in the server process (1.7.1's worker processes fail to start on Python 3.11).
+    settings = {
+        "http_port": port,
+        "grpc_port": port + 1,
+        "metrics_port": port + 2,
+        "debug": False,
+        "parallel_workers": 0,
+    }
     (folder / "settings.json").write_text(json.dumps(settings))
     model_settings = {
         "name": model,

@@ -52,7 +52,7 @@ class RuntimeConfig:
     inter_op_threads: int = 1
     batching: bool = True
     max_batch_size: int = 64
-    batch_delay_ms: float = 2.0
+    batch_delay_ms: float = 0.0
     strict_provider: bool = False
 
 
