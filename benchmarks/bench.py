@@ -84,6 +84,7 @@ def write_bodies(folder: Path, count: int = 32) -> dict[str, list[Path]]:
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    """Return once url answers 200; fail early if the server process exits first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -4,7 +4,6 @@
 local cases = {}
 local counter = 0
 local unexpected = 0
-local statuses = {}
 
 function init(args)
   for i = 1, #args do
@@ -25,7 +24,8 @@ end
 function response(status, headers, body)
   local id = headers["x-request-id"] or headers["X-Request-ID"] or ""
   local expected = tonumber(id:match("^expect%-(%d+)%-"))
-  statuses[status] = (statuses[status] or 0) + 1
+  local key = "status_" .. status  -- one global per status: wrk copies numbers, not tables, out of threads
+  _G[key] = (_G[key] or 0) + 1
   if expected ~= status then
     unexpected = unexpected + 1
   end
@@ -38,14 +38,15 @@ end
 
 function done(summary, latency, requests)
   local total_unexpected = 0
-  local seen = {}
+  local parts = {}
   for _, thread in ipairs(threads) do
     total_unexpected = total_unexpected + (thread:get("unexpected") or 0)
-    local counts = thread:get("statuses") or {}
-    for status, n in pairs(counts) do seen[status] = (seen[status] or 0) + n end
   end
-  local parts = {}
-  for status, n in pairs(seen) do parts[#parts + 1] = string.format("\"%d\": %d", status, n) end
+  for status = 100, 599 do
+    local n = 0
+    for _, thread in ipairs(threads) do n = n + (thread:get("status_" .. status) or 0) end
+    if n > 0 then parts[#parts + 1] = string.format("\"%d\": %d", status, n) end
+  end
   io.write(string.format("JSON {\"requests\": %d, \"seconds\": %.3f, \"unexpected\": %d, \"errors_connect\": %d, " ..
     "\"errors_timeout\": %d, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"statuses\": {%s}}\n", summary.requests,
     summary.duration / 1e6, total_unexpected, summary.errors.connect, summary.errors.timeout,

@@ -8,8 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from benchmarks.bench import wait_ready
 from tests.helpers import MODELS_DIR, SAMPLE_DIR
 from training.data import Mnist, load_mnist
 
@@ -55,7 +54,7 @@ def live_server() -> Iterator[str]:
     process = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=MODELS_DIR.parent)
     url = f"127.0.0.1:{port}"
     try:
-        wait_until_ready(f"http://{url}/health/ready", process, timeout_s=60)
+        wait_ready(f"http://{url}/health/ready", process, timeout_s=60)
         yield url
     finally:
         process.send_signal(signal.SIGTERM)
@@ -67,17 +66,3 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited with {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} was not ready within {timeout_s} s")

@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.runtime.registry import StartupError
 from app.settings import Settings
-from tests.conftest import free_port, wait_until_ready
+from benchmarks.bench import wait_ready
+from tests.conftest import free_port
 from tests.helpers import MODELS_DIR, ROOT, encode
 from training.data import Mnist
 
@@ -130,7 +131,7 @@ def test_sigterm_lets_in_flight_requests_finish(mnist_sample: Mnist) -> None:
     env = {**os.environ, "MNIST_MODELS_DIR": str(MODELS_DIR), "MNIST_PORT": str(port), "MNIST_LOG_LEVEL": "warning"}
     process = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=ROOT)
     try:
-        wait_until_ready(f"http://127.0.0.1:{port}/health/ready", process, timeout_s=60)
+        wait_ready(f"http://127.0.0.1:{port}/health/ready", process, timeout_s=60)
         answers: list[int] = []
 
         def slow_upload() -> None:
