@@ -24,7 +24,10 @@ Encoding = Annotated[
 DECIMALS = 5  # enough for a heatmap, and it keeps the JSON about half as long
 
 
-def layer_maps(name: str, maps: np.ndarray, encoding: str) -> LayerMaps:
+EncodingName = Literal["json", "base64"]
+
+
+def layer_maps(name: str, maps: np.ndarray, encoding: EncodingName) -> LayerMaps:
     """One layer's (C, H, W) maps, encoded as asked."""
     data: list[list[list[float]]] | str
     if encoding == "base64":
@@ -32,16 +35,11 @@ def layer_maps(name: str, maps: np.ndarray, encoding: str) -> LayerMaps:
     else:
         data = np.round(maps, DECIMALS).tolist()
     return LayerMaps(
-        name=name,
-        shape=list(maps.shape),
-        min=float(maps.min()),
-        max=float(maps.max()),
-        encoding="base64" if encoding == "base64" else "json",
-        data=data,
+        name=name, shape=list(maps.shape), min=float(maps.min()), max=float(maps.max()), encoding=encoding, data=data
     )
 
 
-async def activations_for(model: LoadedModel, digit: Digit, layers: list[str], encoding: str) -> Activations:
+async def activations_for(model: LoadedModel, digit: Digit, layers: list[str], encoding: EncodingName) -> Activations:
     assert model.card is not None
     outputs = await model.infer(model_input(digit[np.newaxis]), layers)
     return Activations(
