@@ -59,9 +59,11 @@ def build_cnn() -> keras.Model:
             keras.Input(INPUT_SHAPE, name="image"),
             *_conv_bn_relu(32, 5, "conv1"),  # (28, 28, 32)
             layers.MaxPooling2D(2, name="pool1"),  # (14, 14, 32)
+            layers.SpatialDropout2D(0.1, name="drop1"),
             *_conv_bn_relu(64, 3, "conv2"),  # (14, 14, 64)
             *_conv_bn_relu(64, 3, "conv3"),  # (14, 14, 64)
             layers.MaxPooling2D(2, name="pool2"),  # (7, 7, 64)
+            layers.SpatialDropout2D(0.1, name="drop2"),
             *_conv_bn_relu(128, 3, "conv4", padding="valid"),  # (5, 5, 128)
             layers.GlobalAveragePooling2D(name="gap"),  # (128,)
             layers.Dropout(0.3, name="dropout"),
@@ -100,7 +102,7 @@ def _augmenter(seed: int) -> keras.Sequential:
 
 
 def _dataset(x: npt.NDArray[np.float32], y: npt.NDArray[np.uint8], config: CnnConfig) -> tf.data.Dataset:
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    ds = tf.data.Dataset.from_tensor_slices((x, np.eye(10, dtype=np.float32)[y]))  # one-hot: label smoothing
     ds = ds.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True).batch(config.batch_size)
     if config.augment:
         augment = _augmenter(config.seed)
@@ -136,12 +138,12 @@ def train_cnn(
     """Train from scratch with fixed seeds; per-epoch loss and validation accuracy are printed and returned."""
     keras.utils.set_random_seed(config.seed)
     x_train, y_train = to_model_input(train[0]), train[1]
-    x_val, y_val = to_model_input(validation[0]), validation[1].astype(np.int32)
+    x_val, y_val = to_model_input(validation[0]), np.eye(10, dtype=np.float32)[validation[1]]
     model = build_model(config)
     steps = math.ceil(len(x_train) / config.batch_size)
     model.compile(
         optimizer=_optimizer(config, steps),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
     log(f"training {config.architecture}: {model.count_params():,} parameters, {config.epochs} epochs")

@@ -36,6 +36,7 @@ class CnnConfig:
     momentum: float
     weight_decay: float  # L2 on the dense layers' kernels (the notebook's 5e-4)
     augment: bool  # small random shifts, rotations and zoom
+    label_smoothing: float = 0.0  # share of each target spread over the other classes
     seed: int = 0
 
 
@@ -65,7 +66,7 @@ LENET = CnnConfig(
 
 CNN = CnnConfig(
     architecture="cnn",
-    epochs=16,
+    epochs=15,
     batch_size=128,
     optimizer="adam",
     learning_rate=3e-3,
@@ -74,6 +75,7 @@ CNN = CnnConfig(
     momentum=0.9,
     weight_decay=0.0,
     augment=True,
+    label_smoothing=0.1,
 )
 
 DEFAULTS: dict[str, LinearConfig | CnnConfig] = {"svm": SVM, "softmax": SOFTMAX, "lenet": LENET, "cnn": CNN}
