@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -15,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from benchmarks.bench import wait_ready
+from benchmarks.bench import serve
 from tests.helpers import MODELS_DIR, SAMPLE_DIR
 from training.data import Mnist, load_mnist
 
@@ -46,19 +44,20 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
+SERVICE = [sys.executable, "-m", "app"]
+
+
+def service_env(port: int) -> dict[str, str]:
+    """Settings for `python -m app` on the bundled models and a given port."""
+    return {"MNIST_MODELS_DIR": str(MODELS_DIR), "MNIST_PORT": str(port), "MNIST_LOG_LEVEL": "warning"}
+
+
 @pytest.fixture(scope="session")
 def live_server() -> Iterator[str]:
     """The service as users run it (`python -m app`), on a free port of 127.0.0.1; stopped after the tests."""
     port = free_port()
-    env = {**os.environ, "MNIST_MODELS_DIR": str(MODELS_DIR), "MNIST_PORT": str(port), "MNIST_LOG_LEVEL": "warning"}
-    process = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=MODELS_DIR.parent)
-    url = f"127.0.0.1:{port}"
-    try:
-        wait_ready(f"http://{url}/health/ready", process, timeout_s=60)
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    with serve(SERVICE, f"http://127.0.0.1:{port}/health/ready", service_env(port)):
+        yield f"127.0.0.1:{port}"
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from app.cards import INPUT_NAME, ModelCard, read_card, read_manifest
 from app.errors import ModelUnavailable, UnknownLayer, UnknownModel
-from app.runtime.batcher import Batcher, Observer
+from app.runtime.batcher import Batcher, Observer, Outputs
 from app.runtime.session import (
     ModelLoadError,
     Provider,
@@ -29,8 +29,6 @@ from app.runtime.session import (
 )
 
 log = logging.getLogger(__name__)
-
-Outputs = dict[str, npt.NDArray[np.float32]]
 
 
 class StartupError(Exception):

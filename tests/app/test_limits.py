@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -18,8 +17,8 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.runtime.registry import StartupError
 from app.settings import Settings
-from benchmarks.bench import wait_ready
-from tests.conftest import free_port
+from benchmarks.bench import serve
+from tests.conftest import SERVICE, free_port, service_env
 from tests.helpers import MODELS_DIR, ROOT, encode
 from training.data import Mnist
 
@@ -117,9 +116,7 @@ def test_strict_cuda_without_a_gpu_refuses_to_start(tmp_path: Path) -> None:
 
 def test_broken_default_model_stops_the_process_with_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "MNIST_MODELS_DIR": str(tmp_path), "MNIST_PORT": str(free_port())}
-    result = subprocess.run(
-        [sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
+    result = subprocess.run(SERVICE, env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode != 0
     assert "cannot read" in result.stderr
     assert "manifest.json" in result.stderr
@@ -128,10 +125,7 @@ def test_broken_default_model_stops_the_process_with_one_line(tmp_path: Path) ->
 def test_sigterm_lets_in_flight_requests_finish(mnist_sample: Mnist) -> None:
     """A request that is being served when SIGTERM arrives still gets its answer; then the process exits."""
     port = free_port()
-    env = {**os.environ, "MNIST_MODELS_DIR": str(MODELS_DIR), "MNIST_PORT": str(port), "MNIST_LOG_LEVEL": "warning"}
-    process = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=ROOT)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/health/ready", process, timeout_s=60)
+    with serve(SERVICE, f"http://127.0.0.1:{port}/health/ready", service_env(port)) as process:
         answers: list[int] = []
 
         def slow_upload() -> None:
@@ -160,6 +154,3 @@ def test_sigterm_lets_in_flight_requests_finish(mnist_sample: Mnist) -> None:
         assert answers == [200]
         # uvicorn shuts down gracefully, then re-raises the signal it caught: that is the exit status.
         assert process.wait(timeout=30) in (0, -signal.SIGTERM)
-    finally:
-        if process.poll() is None:
-            process.kill()
