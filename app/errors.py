@@ -4,6 +4,7 @@ ServiceError
 ├── EmptyBody              400 empty_body
 ├── MissingFile            400 missing_file
 ├── TooManyFiles           400 too_many_files
+├── MalformedForm          400 malformed_form
 ├── UnsupportedMediaType   415 unsupported_media_type
 ├── NotAnImage             415 not_an_image
 ├── UnsupportedFormat      415 unsupported_format
@@ -14,7 +15,10 @@ ServiceError
 ├── UnknownModel           404 unknown_model
 ├── ModelUnavailable       503 model_unavailable
 ├── UnknownLayer           404 unknown_layer
-└── BadToken               400 bad_token
+├── NoTemplates            404 no_templates
+├── BadToken               400 bad_token
+├── Unauthorized           401 unauthorized
+└── Timeout                504 timeout
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ class MissingFile(ServiceError):
 
 class TooManyFiles(ServiceError):
     code = "too_many_files"
+
+
+class MalformedForm(ServiceError):
+    code = "malformed_form"
 
 
 class UnsupportedMediaType(ServiceError):

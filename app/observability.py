@@ -13,7 +13,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[\w.:-]{1,128}$")  # anything else is replaced: it ends up in logs
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 access_log = logging.getLogger("app.access")
@@ -47,6 +47,16 @@ class Metrics:
             "mnist_batch_queue_wait_seconds", "Wait before a batch ran", ["model"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.models_loaded = Gauge("mnist_model_loaded", "1 when the model serves", ["model"], registry=r)
+        # labels() takes a lock and builds a key on every call; a request's children are looked up once instead.
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, elapsed_s: float) -> None:
+        children = self._request_children.get((method, route, status))
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+            self._request_children[method, route, status] = children
+        children[0].inc()
+        children[1].observe(elapsed_s)
 
     def batch_observer(self, model: str) -> Callable[[int, float], None]:
         size, wait = self.batch_size.labels(model), self.queue_wait.labels(model)
@@ -103,7 +113,7 @@ class RequestObserver:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        given = next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER), b"").decode("latin-1")
         rid = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
         token = request_id.set(rid)
         status = 500
@@ -113,7 +123,7 @@ class RequestObserver:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), rid.encode())]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, rid.encode())]
             await send(message)
 
         try:
@@ -121,8 +131,7 @@ class RequestObserver:
         finally:
             elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(scope["method"], route).observe(elapsed)
+            self.metrics.observe_request(scope["method"], route, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 fields = {
                     "method": scope["method"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.deps import MAX_MODEL_NAME, MODEL_DESCRIPTION
 from app.schemas import ErrorBody
 
 _BINARY = {"type": "string", "format": "binary"}
@@ -21,6 +22,15 @@ IMAGE_BODY: dict[str, Any] = {
             "image/*": {"schema": _BINARY},
         },
     }
+}
+
+# The `model` query parameter as FastAPI documents ModelQuery, for a route that reads it itself (deps.model_query).
+MODEL_PARAMETER: dict[str, Any] = {
+    "name": "model",
+    "in": "query",
+    "required": False,
+    "description": MODEL_DESCRIPTION,
+    "schema": {"anyOf": [{"type": "string", "maxLength": MAX_MODEL_NAME}, {"type": "null"}], "title": "Model"},
 }
 
 MULTI_IMAGE_BODY: dict[str, Any] = {

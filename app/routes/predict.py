@@ -6,7 +6,8 @@ from urllib.parse import urlencode
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import (
@@ -14,6 +15,7 @@ from app.deps import (
     RegistryDep,
     SettingsDep,
     limits,
+    model_query,
     prepare_digit,
     read_image,
     read_images,
@@ -22,13 +24,18 @@ from app.deps import (
 )
 from app.errors import ServiceError
 from app.preprocess import Digit, model_input, preprocess
-from app.routes.docs import ERRORS, IMAGE_BODY, MULTI_IMAGE_BODY
+from app.routes.docs import ERRORS, IMAGE_BODY, MODEL_PARAMETER, MULTI_IMAGE_BODY
 from app.runtime.registry import LoadedModel
 from app.schemas import BatchItem, BatchPrediction, ErrorBody, Prediction
 from app.settings import Settings
 from app.tokens import encode_token
 
 router = APIRouter(tags=["predict"])
+
+
+def json_response(model: BaseModel) -> Response:
+    """The model serialised by pydantic itself; FastAPI would validate it again, then go through a dict to JSON."""
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 def make_prediction(
@@ -48,16 +55,22 @@ def make_prediction(
     )
 
 
-@router.post("/predict", responses=ERRORS, openapi_extra=IMAGE_BODY)
-async def predict_digit(request: Request, model: ModelQuery = None) -> Prediction:
+@router.post(
+    "/predict",
+    response_model=Prediction,
+    responses=ERRORS,
+    openapi_extra={**IMAGE_BODY, "parameters": [MODEL_PARAMETER]},
+)
+async def predict_digit(request: Request) -> Response:
     """Classify one digit image (PNG, JPEG, BMP, GIF, WebP, TIFF; any size, either polarity).
 
     Send it as multipart field `file`, or as the raw body with an `image/*` Content-Type.
     """
-    settings, loaded = settings_of(request), registry_of(request).get(model)
+    settings, loaded = settings_of(request), registry_of(request).get(model_query(request))
     digit = await prepare_digit(await read_image(request), settings)
     outputs = await loaded.infer(model_input(digit[np.newaxis]), ["probabilities"])
-    return make_prediction(request, loaded, digit, outputs["probabilities"][0], settings.token_key)
+    prediction = make_prediction(request, loaded, digit, outputs["probabilities"][0], settings.token_key)
+    return json_response(prediction)
 
 
 def _preprocess_each(uploads: list[tuple[str | None, bytes]], settings: Settings) -> list[Digit | ServiceError]:

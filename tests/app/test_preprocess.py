@@ -128,8 +128,9 @@ def test_thin_strokes_are_thickened() -> None:
 
 
 def test_mnist_layout_detection(seven: np.ndarray) -> None:
-    assert is_mnist_layout(seven.astype(np.float32) / 255)
-    assert not is_mnist_layout(np.roll(seven, 5, axis=1).astype(np.float32) / 255)
+    assert is_mnist_layout(Image.fromarray(seven))
+    assert not is_mnist_layout(Image.fromarray(np.roll(seven, 5, axis=1)))
+    assert not is_mnist_layout(Image.fromarray(seven).convert("RGB"))
 
 
 def test_grayscale_of_16_bit_uses_the_full_range() -> None:

@@ -34,7 +34,7 @@ def tampered(token: str) -> str:
         (lambda t: "", "empty or too long"),
         (lambda t: "A" * 5000, "empty or too long"),
         (lambda t: t[:10], "truncated|corrupt"),
-        (lambda t: t[: len(t) // 2], "corrupt|integrity"),
+        (lambda t: t[: len(t) // 8 * 4], "corrupt|integrity"),  # whole base64 quads, half the payload
         (lambda t: "!!" + t, "not valid base64url"),
         (lambda t: "Ag" + t[2:], "unknown version"),
         (tampered, "corrupt|integrity"),

@@ -65,6 +65,13 @@ BAD_UPLOADS = [
     ),
     ("text form field", {"data": {"file": "not a file"}, "files": {"other": b"x"}}, 400, "missing_file", "file upload"),
     ("two files for one", {"files": [("file", b"a"), ("file", b"b")]}, 400, "too_many_files", "/predict/batch"),
+    (
+        "malformed multipart",
+        {"content": b"not a form", "headers": {"content-type": "multipart/form-data; boundary=x"}},
+        400,
+        "malformed_form",
+        "malformed",
+    ),
 ]
 
 
