@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-import httpx
+import httpx2
 import pytest
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
@@ -15,8 +15,8 @@ from app.forms import Part, form_parts
 
 
 def client_form(files: list[tuple[str, tuple[str, bytes]]], data: dict[str, str] | None = None) -> tuple[bytes, str]:
-    """The body and Content-Type an HTTP client (httpx) sends for this form."""
-    request = httpx.Request("POST", "http://test/", files=files, data=data)
+    """The body and Content-Type an HTTP client (httpx2) sends for this form."""
+    request = httpx2.Request("POST", "http://test/", files=files, data=data)
     return request.read(), request.headers["content-type"]
 
 
