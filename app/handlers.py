@@ -30,9 +30,14 @@ def render(
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
+def render_error(request: Request, error: ServiceError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The service's own error as its response; middleware, which runs outside the handlers, answers with it too."""
+    return render(request, error.status_code, error.detail, error.code, headers)
+
+
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return render(request, exc.status_code, exc.detail, exc.code)
+    return render_error(request, exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge, Timeout, Unauthorized
-from app.handlers import render
+from app.handlers import render_error
 
 
 def _too_large(limit: int, size: int | None = None) -> PayloadTooLarge:
@@ -29,8 +29,7 @@ class BodySizeLimit:
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             error = _too_large(self.max_bytes, int(declared))
-            response = render(Request(scope), error.status_code, error.detail, error.code)
-            await response(scope, receive, send)
+            await render_error(Request(scope), error)(scope, receive, send)
             return
         received = 0
 
@@ -67,8 +66,7 @@ class ApiKey:
             await self.app(scope, receive, send)
             return
         error = Unauthorized("This service needs an API key: send it as header X-API-Key or Authorization: Bearer.")
-        response = render(Request(scope), error.status_code, error.detail, error.code, {"WWW-Authenticate": "Bearer"})
-        await response(scope, receive, send)
+        await render_error(Request(scope), error, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
 
     def _authorised(self, scope: Scope) -> bool:
         headers = dict(scope["headers"])
@@ -104,4 +102,4 @@ class RequestTimeout:
             if started:
                 return  # too late for a 504: the response ends short, as the client's own timeout would see it
             error = Timeout(f"The request took longer than {self.seconds:g} s (MNIST_REQUEST_TIMEOUT_S); try again.")
-            await render(Request(scope), error.status_code, error.detail, error.code)(scope, receive, send)
+            await render_error(Request(scope), error)(scope, receive, send)

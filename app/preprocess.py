@@ -118,7 +118,8 @@ def is_mnist_layout(image: Image.Image) -> bool:
     left, top, right, bottom = box
     if max(right - left, bottom - top) not in (BOX - 1, BOX) or image.getextrema()[1] < MIN_CONTRAST * 255:
         return False
-    row_moment, col_moment, mass = np.asarray(image).reshape(-1) @ _FIELD_MOMENTS  # one call: the hot path
+    # centre_of_mass in one matrix product: this check runs on every 28x28 upload.
+    row_moment, col_moment, mass = np.asarray(image).reshape(-1) @ _FIELD_MOMENTS
     return abs(row_moment / mass - CENTRE) <= 1.0 and abs(col_moment / mass - CENTRE) <= 1.0
 
 
