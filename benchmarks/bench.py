@@ -10,6 +10,7 @@ Prints a table and the target ratios at the highest concurrency, and writes a JS
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
@@ -52,6 +54,12 @@ def digits(count: int) -> np.ndarray:
     return load_mnist(SAMPLE, verify=False, validation_size=100).test.images[:count]
 
 
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def multipart_body(data: bytes, filename: str = "digit.png") -> bytes:
     """A multipart/form-data body with the image as field `file` (boundary BOUNDARY)."""
     head = (
@@ -63,17 +71,11 @@ def multipart_body(data: bytes, filename: str = "digit.png") -> bytes:
 
 def write_bodies(folder: Path, count: int = 32) -> dict[str, list[Path]]:
     """Request bodies: multipart PNG uploads for /predict, V2 JSON for the inference protocol."""
-    import io
-
-    from PIL import Image
-
     folder.mkdir(parents=True, exist_ok=True)
     bodies: dict[str, list[Path]] = {"multipart": [], "v2": []}
     for index, image in enumerate(digits(count)):
-        png = io.BytesIO()
-        Image.fromarray(image).save(png, "PNG")
         multipart = folder / f"{index}.multipart"
-        multipart.write_bytes(multipart_body(png.getvalue(), f"{index}.png"))
+        multipart.write_bytes(multipart_body(png(image), f"{index}.png"))
         pixels = np.round(image.astype(np.float32) / 255, 4).ravel().tolist()
         tensor = {"name": "image", "shape": [1, 28, 28, 1], "datatype": "FP32", "data": pixels}
         v2 = folder / f"{index}.json"

@@ -7,7 +7,6 @@ unexpected ones, and the service's resident memory after warm-up and at the end 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 import subprocess
@@ -15,17 +14,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from benchmarks.bench import BENCH, BOUNDARY, ROOT, digits, multipart_body, serve
+from benchmarks.bench import BENCH, BOUNDARY, ROOT, digits, multipart_body, png, serve
 
 MAX_GROWTH = 0.10
-
-
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def write_cases(folder: Path) -> list[str]:
