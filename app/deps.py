@@ -45,8 +45,8 @@ ModelQuery = Annotated[str | None, Query(max_length=MAX_MODEL_NAME, description=
 
 
 def model_query(request: Request) -> str | None:
-    """The `model` query parameter, validated as ModelQuery is, without FastAPI's parameter machinery: on the
-    hottest route that machinery cost ~5% of the throughput. The route documents it with MODEL_PARAMETER."""
+    """The `model` query parameter, validated as ModelQuery is, for routes that skip FastAPI's parameter machinery
+    (predict.DirectRoute); they document it with MODEL_PARAMETER."""
     name = request.query_params.get("model")
     if name is not None and len(name) > MAX_MODEL_NAME:
         message = f"String should have at most {MAX_MODEL_NAME} characters"

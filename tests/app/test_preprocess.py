@@ -35,8 +35,11 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_mnist_digits_pass_through_unchanged(mnist_sample: Mnist) -> None:
-    unchanged = [np.array_equal(preprocess(encode(image)), image) for image in mnist_sample.test.images]
-    assert np.mean(unchanged) > 0.97
+    images = np.concatenate([mnist_sample.train.images, mnist_sample.test.images])
+    touching_the_edge = [i for i, image in enumerate(images) if (image[[0, -1]].any() or image[:, [0, -1]].any())]
+    assert touching_the_edge  # MNIST centres digits on their mass, which puts some against the edge
+    changed = [i for i, image in enumerate(images) if not np.array_equal(preprocess(encode(image)), image)]
+    assert changed == []
 
 
 def test_output_is_28x28_uint8_white_on_black(seven: np.ndarray) -> None:
