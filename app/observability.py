@@ -6,8 +6,8 @@ import contextvars
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -114,7 +114,7 @@ class RequestObserver:
             await self.app(scope, receive, send)
             return
         given = next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER), b"").decode("latin-1")
-        rid = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+        rid = given if _VALID_REQUEST_ID.match(given) else secrets.token_hex(16)
         token = request_id.set(rid)
         status = 500
         start = time.perf_counter()

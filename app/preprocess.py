@@ -107,22 +107,25 @@ def normalise_polarity(gray: Gray) -> Gray:
     return np.clip((gray - background) / (high - background), 0.0, 1.0).astype(np.float32)
 
 
-def is_mnist_layout(image: Image.Image) -> bool:
-    """True when the image already is an MNIST digit: 8-bit grey, 28x28, white ink on black in 20x20, centred on its
-    mass. Most uploads from MNIST tools are: Pillow's own checks answer first, numpy last."""
+def mnist_layout_pixels(image: Image.Image) -> Digit | None:
+    """The pixels when the image already is an MNIST digit (8-bit grey, 28x28, white ink on black in 20x20, centred
+    on its mass), else None. Most uploads from MNIST tools are: Pillow's own checks answer first, numpy last."""
     if image.mode != "L" or image.size != (FIELD, FIELD):
-        return False
+        return None
     # Ink within 20 of 28 columns and rows means a black background. The box may touch the edge: centring on the
     # mass puts 1% of MNIST's own digits there.
     box = image.getbbox()  # (left, top, right, bottom) of the non-zero pixels, right and bottom exclusive
     if box is None:
-        return False
+        return None
     left, top, right, bottom = box
     if max(right - left, bottom - top) not in (BOX - 1, BOX) or image.getextrema()[1] < MIN_CONTRAST * 255:
-        return False
+        return None
+    pixels: Digit = np.asarray(image)
     # centre_of_mass in one matrix product: this check runs on every 28x28 upload.
-    row_moment, col_moment, mass = np.asarray(image).reshape(-1) @ _FIELD_MOMENTS
-    return abs(row_moment / mass - CENTRE) <= 1.0 and abs(col_moment / mass - CENTRE) <= 1.0
+    row_moment, col_moment, mass = pixels.reshape(-1) @ _FIELD_MOMENTS
+    if abs(row_moment / mass - CENTRE) > 1.0 or abs(col_moment / mass - CENTRE) > 1.0:
+        return None
+    return pixels
 
 
 def crop_to_ink(ink: Gray) -> Gray:
@@ -196,8 +199,9 @@ def to_uint8(ink: Gray) -> Digit:
 
 def mnist_digit(image: Image.Image) -> Digit:
     """Any decoded image -> the 28x28 MNIST-style digit the models expect."""
-    if is_mnist_layout(image):
-        return np.array(image)
+    pixels = mnist_layout_pixels(image)
+    if pixels is not None:
+        return pixels
     gray = to_grayscale(image)
     ink = normalise_polarity(gray)
     digit = fit_box(thicken_strokes(crop_to_ink(ink)))

@@ -13,7 +13,7 @@ from app.preprocess import (
     crop_to_ink,
     decode_image,
     fit_box,
-    is_mnist_layout,
+    mnist_layout_pixels,
     normalise_polarity,
     place_in_field,
     preprocess,
@@ -131,9 +131,9 @@ def test_thin_strokes_are_thickened() -> None:
 
 
 def test_mnist_layout_detection(seven: np.ndarray) -> None:
-    assert is_mnist_layout(Image.fromarray(seven))
-    assert not is_mnist_layout(Image.fromarray(np.roll(seven, 5, axis=1)))
-    assert not is_mnist_layout(Image.fromarray(seven).convert("RGB"))
+    np.testing.assert_array_equal(mnist_layout_pixels(Image.fromarray(seven)), seven)
+    assert mnist_layout_pixels(Image.fromarray(np.roll(seven, 5, axis=1))) is None
+    assert mnist_layout_pixels(Image.fromarray(seven).convert("RGB")) is None
 
 
 def test_grayscale_of_16_bit_uses_the_full_range() -> None:
