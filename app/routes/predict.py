@@ -24,7 +24,7 @@ from app.deps import (
 )
 from app.errors import ServiceError
 from app.preprocess import Digit, model_input, preprocess
-from app.routes.docs import ERRORS, IMAGE_BODY, MODEL_PARAMETER, MULTI_IMAGE_BODY
+from app.routes.docs import COMMON_ERRORS, ERRORS, IMAGE_BODY, MODEL_PARAMETER, MULTI_IMAGE_BODY
 from app.runtime.registry import LoadedModel
 from app.schemas import BatchItem, BatchPrediction, ErrorBody, Prediction
 from app.settings import Settings
@@ -40,7 +40,8 @@ class DirectRoute(APIRoute):
         return self.endpoint
 
 
-router = APIRouter(tags=["predict"], route_class=DirectRoute)
+# The app takes these routes as its own (main.create_app), so they carry the app-wide error responses themselves.
+router = APIRouter(tags=["predict"], route_class=DirectRoute, responses=COMMON_ERRORS)
 
 
 def json_response(model: BaseModel) -> Response:
