@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -52,6 +53,30 @@ def model_query(request: Request) -> str | None:
         message = f"String should have at most {MAX_MODEL_NAME} characters"
         raise RequestValidationError([{"loc": ("query", "model"), "msg": message, "type": "string_too_long"}])
     return name
+
+
+@lru_cache(maxsize=256)  # keyed by what the client sends: bounded
+def _base_url(scheme: str, server: tuple[str, int | None] | None, host: bytes | None, root_path: str) -> str:
+    headers = [] if host is None else [(b"host", host)]
+    scope = {
+        "type": "http",
+        "scheme": scheme,
+        "server": server,
+        "headers": headers,
+        "root_path": root_path,
+        "path": "/",
+    }
+    return str(Request(scope).base_url)
+
+
+def base_url(request: Request) -> str:
+    """str(request.base_url), remembered for each scheme, server address, Host header and root path: Starlette
+    rebuilds it from the whole scope on every call, ~5% of /predict's time."""
+    scope = request.scope
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    server = tuple(scope["server"]) if scope.get("server") else None
+    root_path = scope.get("app_root_path", scope.get("root_path", ""))
+    return _base_url(scope.get("scheme", "http"), server, host, root_path)  # type: ignore[arg-type]
 
 
 IMAGE_TYPES = ("image/", "application/octet-stream")

@@ -62,7 +62,10 @@ def load_image(image: Image.Image) -> Image.Image:
     """The decoded first frame, EXIF orientation applied; TruncatedImage when the data ends early or is corrupt."""
     try:
         image.load()
-        ImageOps.exif_transpose(image, in_place=True)
+        # Orientation lives in the metadata Pillow puts in `info`, or in TIFF tags; reading it costs a bare image
+        # (most uploads from code and canvases) more than its decoding.
+        if image.info or image.format == "TIFF":
+            ImageOps.exif_transpose(image, in_place=True)
         return image
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise TruncatedImage(

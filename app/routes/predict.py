@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import (
+    base_url,
     limits,
     model_query,
     prepare_digit,
@@ -56,7 +57,7 @@ def make_prediction(
     best = int(probabilities.argmax())
     # Built by hand: url_for walks every route, which costs more than the model call on a busy server. The token is
     # URL-safe base64 already.
-    url = f"{request.base_url}activations?input={encode_token(digit, token_key)}&model={quote(model.name)}"
+    url = f"{base_url(request)}activations?input={encode_token(digit, token_key)}&model={quote(model.name)}"
     return Prediction(
         digit=best,
         confidence=float(probabilities[best]),

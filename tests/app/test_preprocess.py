@@ -71,14 +71,15 @@ def test_real_uploads_look_like_the_mnist_digit(name: str, make, seven: np.ndarr
     assert similarity(preprocess(make(seven)), seven) > 0.8, name
 
 
-def test_exif_orientation_is_honoured(seven: np.ndarray) -> None:
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_exif_orientation_is_honoured(fmt: str, seven: np.ndarray) -> None:
     # Stored rotated a quarter turn, with EXIF orientation 6 saying "rotate 90 degrees clockwise to view".
     stored = Image.fromarray(255 - seven).resize((140, 140)).rotate(90, expand=True)
     exif = Image.Exif()
     exif[0x0112] = 6
-    upright = preprocess(encode(stored, "JPEG", exif=exif))
+    upright = preprocess(encode(stored, fmt, exif=exif))
     assert similarity(upright, seven) > 0.8
-    assert similarity(preprocess(encode(stored, "JPEG")), seven) < 0.5
+    assert similarity(preprocess(encode(stored, fmt)), seven) < 0.5
 
 
 def test_normalise_polarity_makes_ink_white_on_zero() -> None:
