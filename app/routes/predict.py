@@ -61,7 +61,7 @@ def make_prediction(
     return Prediction(
         digit=best,
         confidence=float(probabilities[best]),
-        probabilities=[float(p) for p in probabilities],
+        probabilities=probabilities.tolist(),
         model=model.name,
         model_version=model.card.version,
         activations_url=url,
