@@ -76,7 +76,7 @@ def base_url(request: Request) -> str:
     host = next((value for name, value in scope["headers"] if name == b"host"), None)
     server = tuple(scope["server"]) if scope.get("server") else None
     root_path = scope.get("app_root_path", scope.get("root_path", ""))
-    return _base_url(scope.get("scheme", "http"), server, host, root_path)  # type: ignore[arg-type]
+    return _base_url(scope.get("scheme", "http"), server, host, root_path)
 
 
 IMAGE_TYPES = ("image/", "application/octet-stream")
