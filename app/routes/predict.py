@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import request_response
 
 from app.deps import (
     base_url,
@@ -36,6 +37,10 @@ class DirectRoute(APIRoute):
     """A route whose endpoint takes the Request and returns the Response itself. FastAPI's per-request machinery
     (parameter solving, dependency exit stacks, response validation) is skipped: on /predict it cost more than the
     model call. The OpenAPI schema still comes from the route's declaration."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.app = request_response(self.endpoint)  # Starlette's: without FastAPI's exit stacks for dependencies
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         return self.endpoint
