@@ -1,22 +1,22 @@
 -- wrk script: POST a rotating set of request bodies (one file per body), all with the same Content-Type.
 -- Usage: wrk -s rotate.lua URL -- CONTENT_TYPE FILE [FILE ...]
-local bodies = {}
-local content_type
+-- Each request is formatted once, in init: formatting it per request cost wrk ~15% more CPU, taken from the two
+-- cores the server under test needs.
+local prepared = {}
 local counter = 0
 
 function init(args)
-  content_type = args[1]
+  local headers = { ["Content-Type"] = args[1] }
   for i = 2, #args do
     local file = assert(io.open(args[i], "rb"))
-    bodies[#bodies + 1] = file:read("*a")
+    prepared[#prepared + 1] = wrk.format("POST", nil, headers, file:read("*a"))
     file:close()
   end
 end
 
 function request()
   counter = counter + 1
-  local body = bodies[(counter % #bodies) + 1]
-  return wrk.format("POST", nil, { ["Content-Type"] = content_type }, body)
+  return prepared[(counter % #prepared) + 1]
 end
 
 function done(summary, latency, requests)
