@@ -56,8 +56,8 @@ def model_query(request: Request) -> str | None:
 
 
 @lru_cache(maxsize=256)  # keyed by what the client sends: bounded
-def _base_url(scheme: str, server: tuple[str, int | None] | None, host: bytes | None, root_path: str) -> str:
-    headers = [] if host is None else [(b"host", host)]
+def _base_url(scheme: str, server: tuple[str, int | None] | None, host: str | None, root_path: str) -> str:
+    headers = [] if host is None else [(b"host", host.encode("latin-1"))]
     scope = {
         "type": "http",
         "scheme": scheme,
@@ -73,7 +73,7 @@ def base_url(request: Request) -> str:
     """str(request.base_url), remembered for each scheme, server address, Host header and root path: Starlette
     rebuilds it from the whole scope on every call, ~5% of /predict's time."""
     scope = request.scope
-    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    host = request.headers.get("host")
     server = tuple(scope["server"]) if scope.get("server") else None
     root_path = scope.get("app_root_path", scope.get("root_path", ""))
     return _base_url(scope.get("scheme", "http"), server, host, root_path)

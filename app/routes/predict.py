@@ -43,7 +43,9 @@ class DirectRoute(APIRoute):
         self.app = request_response(self.endpoint)  # Starlette's: without FastAPI's exit stacks for dependencies
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        return self.endpoint  # what FastAPI wraps where a router including these routes builds its own
+        # APIRoute.__init__ wraps this before self.app replaces it, and an including router would wrap it too: the
+        # endpoint itself, not a dependency-solving handler built for nothing.
+        return self.endpoint
 
 
 # The app takes these routes as its own (main.create_app), so they carry the app-wide error responses themselves.
