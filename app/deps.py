@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.errors import EmptyBody, MissingFile, TooManyFiles, UnsupportedMediaType
 from app.forms import form_parts
-from app.preprocess import Digit, Limits, load_image, mnist_digit, open_image
+from app.preprocess import Digit, Limits, load_image, mnist_digit, mnist_png_pixels, open_image
 from app.runtime.registry import Registry
 from app.settings import Settings
 
@@ -95,6 +95,9 @@ def prepare(image: Image.Image) -> Digit:
 
 async def prepare_digit(data: bytes, settings: Settings) -> Digit:
     """The uploaded bytes as an MNIST digit: small images inline, larger ones in a worker thread."""
+    pixels = mnist_png_pixels(data)
+    if pixels is not None:
+        return pixels
     image = open_image(data, limits(settings))  # reads the header only
     if image.width * image.height <= INLINE_PIXELS:
         return prepare(image)

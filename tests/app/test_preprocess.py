@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from app import errors
 from app.preprocess import (
@@ -13,7 +14,9 @@ from app.preprocess import (
     crop_to_ink,
     decode_image,
     fit_box,
+    is_mnist_layout,
     mnist_layout_pixels,
+    mnist_png_pixels,
     normalise_polarity,
     place_in_field,
     preprocess,
@@ -40,6 +43,8 @@ def test_mnist_digits_pass_through_unchanged(mnist_sample: Mnist) -> None:
     assert touching_the_edge  # MNIST centres digits on their mass, which puts some against the edge
     changed = [i for i, image in enumerate(images) if not np.array_equal(preprocess(encode(image)), image)]
     assert changed == []
+    # and each of them as a plain PNG is read by libspng, without Pillow
+    assert all(np.array_equal(mnist_png_pixels(encode(image)), image) for image in images)
 
 
 def test_output_is_28x28_uint8_white_on_black(seven: np.ndarray) -> None:
@@ -135,6 +140,44 @@ def test_mnist_layout_detection(seven: np.ndarray) -> None:
     np.testing.assert_array_equal(mnist_layout_pixels(Image.fromarray(seven)), seven)
     assert mnist_layout_pixels(Image.fromarray(np.roll(seven, 5, axis=1))) is None
     assert mnist_layout_pixels(Image.fromarray(seven).convert("RGB")) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("RGB", lambda d: encode(Image.fromarray(d).convert("RGB"))),
+        ("16-bit", lambda d: encode(Image.fromarray(d.astype(np.uint16) * 257))),
+        ("transparency chunk", lambda d: encode(d, transparency=0)),
+        ("text chunk", lambda d: encode(d, pnginfo=_text_info())),
+        ("not in MNIST's layout", lambda d: encode(np.roll(d, 5, axis=1))),
+        ("cut short", lambda d: encode(d)[:-6]),
+        ("corrupt pixel data", lambda d: _corrupt(encode(d))),
+        ("JPEG", lambda d: encode(d, "JPEG")),
+    ],
+)
+def test_only_plain_mnist_pngs_skip_pillow(name: str, make, seven: np.ndarray) -> None:
+    assert mnist_png_pixels(make(seven)) is None, name
+
+
+def _text_info() -> PngInfo:
+    info = PngInfo()
+    info.add_text("Software", "a drawing tool")
+    return info
+
+
+def _corrupt(png: bytes) -> bytes:
+    middle = len(png) // 2
+    return png[:middle] + bytes([png[middle] ^ 0xFF]) + png[middle + 1 :]
+
+
+def test_png_orientation_is_honoured_in_mnist_layout(mnist_sample: Mnist, seven: np.ndarray) -> None:
+    # A digit stored a quarter turn round, still laid out like MNIST, with EXIF saying so: Pillow's reading applies it.
+    digit = next(d for d in mnist_sample.test.images if is_mnist_layout(np.rot90(d)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    np.testing.assert_array_equal(preprocess(encode(np.rot90(digit), exif=exif)), digit)
+    with pytest.raises(errors.TruncatedImage):
+        preprocess(_corrupt(encode(seven)))
 
 
 def test_grayscale_of_16_bit_uses_the_full_range() -> None:
