@@ -21,7 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,18 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+
+
+@dataclass
+class Ceiling:
+    """L = 1 / (1/bare + 1/raw) for each worker count: HTTP and model costs, simply added."""
+
+    bare_http: dict[int, float]  # req/s of a bare endpoint, by worker count
+    raw_onnx_images_per_s: float  # batch 64, every core
+    L: dict[int, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.L = {w: 1 / (1 / bare + 1 / self.raw_onnx_images_per_s) for w, bare in self.bare_http.items()}
 
 
 def digits(count: int) -> np.ndarray:
@@ -239,19 +251,21 @@ def find(runs: list[Run], system: str, model: str, concurrency: int, workers: in
     )
 
 
-def ratios(runs: list[Run], ceilings: dict[str, dict[str, float]], concurrency: int) -> dict[str, dict[str, object]]:
-    """The targets, per model, at the given concurrency, for the service's best worker count."""
+def ratios(runs: list[Run], ceilings: dict[str, Ceiling], concurrency: int) -> dict[str, dict[str, object]]:
+    """The targets, per model, at the given concurrency, for the service's best worker count, against the ceiling
+    for that worker count."""
     report: dict[str, dict[str, object]] = {}
     for model, ceiling in ceilings.items():
         candidates = [r for r in runs if r.system == "service" and r.model == model and r.concurrency == concurrency]
         best = max(candidates, key=lambda r: r.requests_per_s)
+        limit = ceiling.L[best.workers]
         mlserver = find(runs, "mlserver (V2 JSON)", model, concurrency)
         keras = find(runs, "naive keras", model, concurrency)
         entry: dict[str, object] = {
             "workers": best.workers,
             "requests_per_s": round(best.requests_per_s),
-            "ceiling_L": round(ceiling["L"]),
-            "vs_L": round(best.requests_per_s / ceiling["L"], 3),
+            "ceiling_L": round(limit),
+            "vs_L": round(best.requests_per_s / limit, 3),
             "p99_over_p50": round(best.p99_ms / best.p50_ms, 2),
             "errors": best.errors,
         }
@@ -304,29 +318,34 @@ def main(argv: list[str] | None = None) -> int:
         run_service(runs, args, bodies, workers=workers, batching=True, port=args.port)
     run_service(runs, args, bodies, workers=1, batching=False, port=args.port)
 
-    with serve(
-        [sys.executable, "-m", "benchmarks.peers", "bare", str(args.port + 10)],
-        f"http://127.0.0.1:{args.port + 10}/docs",
-    ):
-        result = wrk(
-            f"http://127.0.0.1:{args.port + 10}/predict",
-            bodies["multipart"],
-            f"multipart/form-data; boundary={BOUNDARY}",
-            top,
-            args.seconds,
-        )
-        runs.append(Run("bare endpoint", "-", 1, top, **result))
+    # The HTTP part of the ceiling, on the same server settings as each service run: the same worker counts.
+    bare: dict[int, float] = {}
+    for workers in sorted({1, cores}):
+        port = args.port + 10
+        with serve(
+            [sys.executable, "-m", "benchmarks.peers", "bare", str(port), str(workers)],
+            f"http://127.0.0.1:{port}/docs",
+        ):
+            result = wrk(
+                f"http://127.0.0.1:{port}/predict",
+                bodies["multipart"],
+                f"multipart/form-data; boundary={BOUNDARY}",
+                top,
+                args.seconds,
+            )
+        runs.append(Run("bare endpoint", "-", workers, top, **result))
         print_run(runs[-1])
-    bare = runs[-1].requests_per_s
+        bare[workers] = runs[-1].requests_per_s
     threads = cores  # the service's default: ONNX Runtime may use every core
-    ceilings = {}
+    ceilings: dict[str, Ceiling] = {}
     for model in args.models:
         raw = raw_onnx(model, threads=threads)
-        ceilings[model] = {"bare_http": bare, "raw_onnx_images_per_s": raw, "L": 1 / (1 / bare + 1 / raw)}
-        print(
-            f"ceiling {model}: bare {bare:.0f} req/s, raw ONNX Runtime {raw:.0f} images/s "
-            f"(batch 64, {threads} threads), L = {ceilings[model]['L']:.0f}"
-        )
+        ceilings[model] = Ceiling(bare, raw)
+        for workers, limit in ceilings[model].L.items():
+            print(
+                f"ceiling {model}, {workers} worker(s): bare {bare[workers]:.0f} req/s, raw ONNX Runtime {raw:.0f} "
+                f"images/s (batch 64, {threads} threads), L = {limit:.0f}"
+            )
 
     if not args.skip_peers:
         for model in args.models:
@@ -370,9 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {model}: {shown}\n    {checks}")
     if gpu:
         print(f"GPU (CUDA execution provider) images/s by batch size: {gpu}")
-    args.out.write_text(
-        json.dumps({"runs": [asdict(r) for r in runs], "ceilings": ceilings, "targets": targets, "gpu": gpu}, indent=1)
-    )
+    report = {"runs": [asdict(r) for r in runs], "ceilings": {m: asdict(c) for m, c in ceilings.items()}}
+    args.out.write_text(json.dumps({**report, "targets": targets, "gpu": gpu}, indent=1))
     print(f"report: {args.out}")
     return 0
 

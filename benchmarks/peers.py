@@ -1,6 +1,7 @@
 """The servers the service is measured against, each started by bench.py as `python -m benchmarks.peers KIND`.
 
-- bare:  FastAPI endpoint that ignores its body and returns a constant; the HTTP part of the ceiling.
+- bare:  FastAPI endpoint that ignores its body and returns a constant; the HTTP part of the ceiling. An optional
+         third argument is the number of uvicorn workers, as for the service.
 - keras: the naive design: FastAPI + UploadFile, PIL, and the Keras model called once per request.
 """
 
@@ -56,5 +57,13 @@ def keras_app() -> FastAPI:
 if __name__ == "__main__":
     import uvicorn
 
-    factory = {"bare": bare_app, "keras": keras_app}[sys.argv[1]]
-    uvicorn.run(factory(), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+    kind, port, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    uvicorn.run(
+        f"benchmarks.peers:{kind}_app",
+        factory=True,
+        host="127.0.0.1",
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
