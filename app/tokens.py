@@ -58,7 +58,7 @@ def _inflate(data: bytes) -> bytes | None:
 
 def encode_token(digit: Digit, key: str = "") -> str:
     """A compact, URL-safe token carrying the (28, 28) uint8 digit."""
-    pixels = np.ascontiguousarray(digit, dtype=np.uint8).reshape(-1)
+    pixels = digit.reshape(-1)
     payload = SPARSE + _sparse(pixels) + _digest(pixels.tobytes(), key.encode())
     return base64.urlsafe_b64encode(payload).rstrip(b"=").decode("ascii")
 

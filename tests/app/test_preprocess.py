@@ -140,6 +140,10 @@ def test_mnist_layout_detection(seven: np.ndarray) -> None:
     np.testing.assert_array_equal(mnist_layout_pixels(Image.fromarray(seven)), seven)
     assert mnist_layout_pixels(Image.fromarray(np.roll(seven, 5, axis=1))) is None
     assert mnist_layout_pixels(Image.fromarray(seven).convert("RGB")) is None
+    big = np.zeros((28, 28), np.uint8)
+    big[2:26, 2:26] = 255  # centred, but 24 px wide: it needs scaling to MNIST's 20
+    faint = seven // 12  # MNIST's layout, but too faint to use without stretching its contrast
+    assert not any(is_mnist_layout(pixels) for pixels in (big, faint, np.zeros((28, 28), np.uint8)))
 
 
 @pytest.mark.parametrize(
