@@ -33,9 +33,13 @@ computes inside. Every error is a 4xx JSON body `{"detail", "code"}`.
 
 
 def runtime_config(settings: Settings) -> RuntimeConfig:
+    share = max(1, (os.cpu_count() or 1) // settings.workers)  # each worker's cores: none oversubscribed
+    # A model process pays when the worker has a core for its event loop and one for the model; with one core a
+    # worker, the workers themselves keep the cores busy.
+    model_process = settings.model_process and share >= 2
     threads = settings.intra_op_threads
-    if threads == 0 and settings.workers > 1:  # share the cores between workers instead of oversubscribing them
-        threads = max(1, (os.cpu_count() or 1) // settings.workers)
+    if threads == 0 and (model_process or settings.workers > 1):
+        threads = max(1, share - 1) if model_process else share
     return RuntimeConfig(
         provider=settings.provider,
         intra_op_threads=threads,
@@ -44,6 +48,7 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
         max_batch_size=settings.max_batch_size,
         batch_delay_ms=settings.batch_delay_ms,
         strict_provider=settings.strict_provider,
+        model_process=model_process,
     )
 
 

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=1)
     """Most images in one batched model call."""
 
+    model_process: bool = True
+    """Run the models in a child process of each worker that has two cores or more (CPU only): its event loop and
+    ONNX Runtime then work side by side instead of taking turns for Python's GIL. false: in worker threads."""
+
     batch_delay_ms: float = Field(0.0, ge=0)
     """Longest a request waits for others to join its batch, in ms; 0 = take what is queued when the model is free."""
 

@@ -1,9 +1,9 @@
 """Dynamic batching: concurrent requests for one model are gathered into one ONNX Runtime call.
 
 A batch closes when it holds `max_batch` images or when its first request has waited `max_delay_s`, so no
-request waits on its neighbours longer than that. One model call runs at a time per model, in a worker thread;
-while it runs, the next batch gathers. If a batched call fails, each request is retried alone, so one bad
-request never fails its neighbours.
+request waits on its neighbours longer than that. One model call runs at a time per model, off the event loop
+(LoadedModel.call); while it runs, the next batch gathers. If a batched call fails, each request is retried alone,
+so one bad request never fails its neighbours.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
 
@@ -22,7 +21,7 @@ log = logging.getLogger(__name__)
 
 Images = npt.NDArray[np.float32]
 Outputs = dict[str, npt.NDArray[np.float32]]
-RunFn = Callable[[Images, Sequence[str]], Outputs]
+Call = Callable[[Images, Sequence[str]], Awaitable[Outputs]]
 Observer = Callable[[int, float], None]  # (batch size in images, seconds the oldest request queued)
 
 
@@ -36,9 +35,9 @@ class _Pending:
 
 class Batcher:
     def __init__(
-        self, run: RunFn, *, max_batch: int = 64, max_delay_s: float = 0.002, observe: Observer | None = None
+        self, call: Call, *, max_batch: int = 64, max_delay_s: float = 0.002, observe: Observer | None = None
     ) -> None:
-        self._run = run
+        self._call = call
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self._observe = observe
@@ -77,13 +76,18 @@ class Batcher:
         batch, size = [first], len(first.images)
         deadline = first.queued_at + self.max_delay_s
         while size < self.max_batch:
-            try:
-                if queue.empty():
-                    item = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.perf_counter()))
-                else:
-                    item = queue.get_nowait()
-            except TimeoutError:
-                break
+            if not queue.empty():
+                item = queue.get_nowait()
+            else:
+                # With no time left, close the batch without awaiting: even a zero timeout would let every ready
+                # task run first, and the model would wait for the event loop to answer the previous batch.
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
             if item.outputs != first.outputs or size + len(item.images) > self.max_batch:
                 return batch, item  # it starts the next batch
             batch.append(item)
@@ -98,7 +102,7 @@ class Batcher:
             self._observe(sum(len(p.images) for p in live), time.perf_counter() - live[0].queued_at)
         images = live[0].images if len(live) == 1 else np.concatenate([p.images for p in live])
         try:
-            outputs = await anyio.to_thread.run_sync(self._run, images, live[0].outputs)
+            outputs = await self._call(images, live[0].outputs)
         except Exception as exc:
             if len(live) == 1:
                 _settle(live[0], error=exc)

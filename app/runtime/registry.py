@@ -18,7 +18,9 @@ from pydantic import ValidationError
 from app.cards import INPUT_NAME, ModelCard, read_card, read_manifest
 from app.errors import ModelUnavailable, UnknownLayer, UnknownModel
 from app.runtime.batcher import Batcher, Observer, Outputs
+from app.runtime.process import ModelProcess, ModelProcessLost
 from app.runtime.session import (
+    CPU,
     ModelLoadError,
     Provider,
     check_signature,
@@ -52,6 +54,7 @@ class RuntimeConfig:
     max_batch_size: int = 64
     batch_delay_ms: float = 0.0
     strict_provider: bool = False
+    model_process: bool = False
 
 
 @dataclass
@@ -60,10 +63,12 @@ class LoadedModel:
 
     name: str
     card: ModelCard | None = None
+    path: Path | None = None  # the verified ONNX file
     session: ort.InferenceSession | None = None
     providers: list[str] = field(default_factory=list)
     error: str | None = None
     batcher: Batcher | None = None
+    process: ModelProcess | None = None  # where `call` runs the model; a worker thread when None
     observe_run: Observer | None = None  # (images, seconds) of each ONNX Runtime call
 
     @property
@@ -94,17 +99,31 @@ class LoadedModel:
         return dict(zip(names, values, strict=True))
 
     async def infer(self, images: npt.NDArray[np.float32], outputs: Sequence[str]) -> Outputs:
-        """`run` off the event loop (health checks keep answering): batched with concurrent requests, if enabled."""
+        """The named outputs, off the event loop (health checks keep answering): batched with concurrent requests,
+        if enabled."""
         if self.batcher is not None:
             return await self.batcher.infer(images, outputs)
-        # A timed-out request stops waiting at once; the thread finishes its call and its result is dropped.
-        return await anyio.to_thread.run_sync(self.run, images, outputs, abandon_on_cancel=True)
+        return await self.call(images, outputs)
+
+    async def call(self, images: npt.NDArray[np.float32], outputs: Sequence[str]) -> Outputs:
+        """One model call: in the model process when there is one, else in a worker thread."""
+        if self.process is None:
+            # A timed-out request stops waiting at once; the thread finishes its call and its result is dropped.
+            return await anyio.to_thread.run_sync(self.run, images, outputs, abandon_on_cancel=True)
+        try:
+            values, seconds = await self.process.run(self.name, images, outputs)
+        except ModelProcessLost as exc:
+            raise ModelUnavailable(f"Model {self.name!r} is unavailable for now ({exc}); try again.") from exc
+        if self.observe_run is not None:
+            self.observe_run(len(images), seconds)
+        return values
 
 
 @dataclass
 class Registry:
     models: dict[str, LoadedModel]
     default_model: str
+    process: ModelProcess | None = None
 
     def get(self, name: str | None = None) -> LoadedModel:
         """The named (or default) model; UnknownModel or ModelUnavailable otherwise."""
@@ -123,6 +142,8 @@ class Registry:
         for model in self.models.values():
             if model.batcher is not None:
                 await model.batcher.close()
+        if self.process is not None:
+            await anyio.to_thread.run_sync(self.process.close)
 
 
 def load_model(name: str, folder: Path, providers: Sequence[str], options: ort.SessionOptions) -> LoadedModel:
@@ -142,7 +163,7 @@ def load_model(name: str, folder: Path, providers: Sequence[str], options: ort.S
         model.error = str(exc).splitlines()[0]
         log.error("model %s is unavailable: %s", name, model.error)
         return model
-    model.session, model.providers = session, session.get_providers()
+    model.path, model.session, model.providers = path, session, session.get_providers()
     log.info("model %s v%s loaded on %s", name, model.card.version, ", ".join(model.providers))
     return model
 
@@ -165,12 +186,15 @@ def load_registry(
         raise StartupError(str(exc)) from exc
     options = session_options(config.intra_op_threads, config.inter_op_threads)
     models = {e.name: load_model(e.name, models_dir / e.path, providers, options) for e in manifest.models}
+    process = start_model_process(models, config) if config.model_process and providers == [CPU] else None
     for model in models.values():
+        if model.available:
+            model.process = process
         if observers is not None:
             model.observe_run = observers.inference(model.name)
         if config.batching and model.available:
             model.batcher = Batcher(
-                model.run,
+                model.call,
                 max_batch=config.max_batch_size,
                 max_delay_s=config.batch_delay_ms / 1000,
                 observe=observers.batch(model.name) if observers else None,
@@ -179,4 +203,21 @@ def load_registry(
     if default is None or not default.available:
         reason = default.error if default else f"not in the manifest (models: {', '.join(models)})"
         raise StartupError(f"default model {default_model!r} cannot be served: {reason}")
-    return Registry(models=models, default_model=default_model)
+    return Registry(models=models, default_model=default_model, process=process)
+
+
+def start_model_process(models: dict[str, LoadedModel], config: RuntimeConfig) -> ModelProcess | None:
+    """The available models opened again in a child process (see app.runtime.process); None, with the reason
+    logged, if it cannot start: the models are then called from worker threads."""
+    files = {m.name: m.path for m in models.values() if m.available and m.path is not None}
+    if not files:
+        return None
+    process = ModelProcess(files, [CPU], config.intra_op_threads, config.inter_op_threads)
+    process.start()
+    try:
+        process.wait_ready()
+    except ModelProcessLost as exc:
+        log.error("%s: calling the models from worker threads instead", exc)
+        process.close()
+        return None
+    return process

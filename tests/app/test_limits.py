@@ -84,7 +84,7 @@ def test_slow_requests_time_out_with_a_json_504(monkeypatch: pytest.MonkeyPatch,
 
     original = registry.LoadedModel.run
     monkeypatch.setattr(registry.LoadedModel, "run", slow_run)
-    settings = Settings(models_dir=MODELS_DIR, request_timeout_s=0.2, batching=False)
+    settings = Settings(models_dir=MODELS_DIR, request_timeout_s=0.2, batching=False, model_process=False)
     with TestClient(create_app(settings)) as client:
         response = client.post("/predict", files={"file": encode(mnist_sample.test.images[0])})
     assert response.status_code == 504

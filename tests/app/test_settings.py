@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from app.main import runtime_config
 from app.settings import Settings
 
 
@@ -41,3 +42,19 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"MNIST_{name.upper()}" in readme, name
+
+
+@pytest.mark.parametrize(
+    ("workers", "model_process", "expected"),
+    [
+        (1, True, (True, 1)),  # the event loop on one core, the model on the other
+        (2, True, (False, 1)),  # a core a worker: the workers keep both busy
+        (1, False, (False, 0)),  # ONNX Runtime's default: every core
+    ],
+)
+def test_the_model_process_and_its_threads_follow_the_cores(
+    monkeypatch: pytest.MonkeyPatch, workers: int, model_process: bool, expected: tuple[bool, int]
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    config = runtime_config(Settings(workers=workers, model_process=model_process))
+    assert (config.model_process, config.intra_op_threads) == expected

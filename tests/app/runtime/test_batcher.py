@@ -5,6 +5,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+import anyio.to_thread
 import numpy as np
 import pytest
 
@@ -20,7 +21,11 @@ class Recorder:
         self.poison = poison
         self.lock = threading.Lock()
 
-    def __call__(self, images: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    async def __call__(self, images: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """The model call as LoadedModel.call makes it: awaited, the work in another thread."""
+        return await anyio.to_thread.run_sync(self.run, images, outputs)
+
+    def run(self, images: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         with self.lock:
             self.sizes.append(len(images))
         if self.poison is not None and np.any(images == self.poison):

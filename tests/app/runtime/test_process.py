@@ -1,0 +1,113 @@
+"""The model process answers as an in-process session would, one failing call fails alone, and a lost process
+fails only the calls it held: the next call starts a new one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from app import errors
+from app.runtime.process import ModelProcess, ModelProcessError, ModelProcessLost
+from app.runtime.registry import RuntimeConfig, load_registry
+from tests.helpers import MODELS_DIR
+from training.data import Mnist
+
+CNN = MODELS_DIR / "cnn" / "model.onnx"
+
+
+@pytest.fixture
+def process() -> Iterator[ModelProcess]:
+    process = ModelProcess({"cnn": CNN}, ["CPUExecutionProvider"], intra_op_threads=1, inter_op_threads=1)
+    process.start()
+    process.wait_ready()
+    yield process
+    process.close()
+
+
+def images(mnist: Mnist, count: int) -> np.ndarray:
+    return (mnist.test.images[:count].astype(np.float32) / 255)[..., np.newaxis]
+
+
+def test_answers_match_an_in_process_session(process: ModelProcess, mnist_sample: Mnist) -> None:
+    x = images(mnist_sample, 5)
+    (values, seconds) = asyncio.run(process.run("cnn", x, ["probabilities", "conv1"]))
+    expected = ort.InferenceSession(str(CNN), providers=["CPUExecutionProvider"]).run(
+        ["probabilities", "conv1"], {"image": x}
+    )
+    np.testing.assert_allclose(values["probabilities"], expected[0], atol=1e-6)
+    np.testing.assert_allclose(values["conv1"], expected[1], atol=1e-5)
+    assert seconds > 0
+
+
+def test_concurrent_calls_get_their_own_answers(process: ModelProcess, mnist_sample: Mnist) -> None:
+    async def calls() -> list[tuple[dict[str, np.ndarray], float]]:
+        return await asyncio.gather(
+            *(process.run("cnn", images(mnist_sample, n), ["probabilities"]) for n in (1, 7, 3))
+        )
+
+    assert [len(values["probabilities"]) for values, _ in asyncio.run(calls())] == [1, 7, 3]
+
+
+def test_a_failing_call_fails_alone(process: ModelProcess, mnist_sample: Mnist) -> None:
+    async def calls() -> list[object]:
+        bad = np.zeros((1, 27, 27, 1), np.float32)  # not the graph's input shape
+        return await asyncio.gather(
+            process.run("cnn", bad, ["probabilities"]),
+            process.run("cnn", images(mnist_sample, 2), ["probabilities"]),
+            return_exceptions=True,
+        )
+
+    failed, answered = asyncio.run(calls())
+    assert isinstance(failed, ModelProcessError)
+    assert not isinstance(failed, ModelProcessLost)
+    assert "image" in str(failed)
+    assert answered[0]["probabilities"].shape == (2, 10)  # type: ignore[index]
+
+
+def test_a_lost_process_fails_its_calls_and_the_next_call_starts_another(
+    process: ModelProcess, mnist_sample: Mnist
+) -> None:
+    async def killed_mid_call() -> None:
+        call = asyncio.ensure_future(process.run("cnn", np.zeros((4000, 28, 28, 1), np.float32), ["probabilities"]))
+        await asyncio.sleep(0.1)  # the child is computing
+        process._process.kill()  # type: ignore[union-attr]
+        with pytest.raises(ModelProcessLost, match="stopped"):
+            await call
+
+    asyncio.run(killed_mid_call())
+    values, _ = asyncio.run(process.run("cnn", images(mnist_sample, 1), ["probabilities"]))
+    assert values["probabilities"].shape == (1, 10)
+
+
+def test_the_registry_calls_its_models_in_the_process_and_says_503_while_it_is_lost(mnist_sample: Mnist) -> None:
+    registry = load_registry(MODELS_DIR, default_model="cnn", config=RuntimeConfig(provider="cpu", model_process=True))
+    assert registry.process is not None
+    model = registry.get("cnn")
+
+    async def scenario() -> None:
+        assert (await model.infer(images(mnist_sample, 2), ["probabilities"]))["probabilities"].shape == (2, 10)
+        call = asyncio.ensure_future(model.call(np.zeros((4000, 28, 28, 1), np.float32), ["probabilities"]))
+        await asyncio.sleep(0.1)
+        registry.process._process.kill()  # type: ignore[union-attr]
+        with pytest.raises(errors.ModelUnavailable, match="try again"):
+            await call
+        assert (await model.infer(images(mnist_sample, 1), ["probabilities"]))["probabilities"].shape == (1, 10)
+        await registry.close()
+
+    asyncio.run(scenario())
+    assert registry.process._process is None  # type: ignore[union-attr]
+
+
+def test_close_stops_the_child(process: ModelProcess) -> None:
+    child = process._process
+    assert child is not None
+    assert child.is_alive()
+    start = time.perf_counter()
+    process.close()
+    assert not child.is_alive()
+    assert time.perf_counter() - start < 5
