@@ -130,7 +130,10 @@ class ModelProcess:
         return None if self._process is None else self._process.exitcode
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop the child: it finishes its call in progress, then exits."""
+        """Stop the child: it finishes its call in progress, then exits. Calls still waiting fail."""
+        if self._waiting:
+            asyncio.get_running_loop().remove_reader(self._connection.fileno())  # type: ignore[union-attr]
+            self._fail_waiting(ModelProcessLost("the service is stopping"))
         if self._connection is not None:
             self._connection.close()  # the child reads end-of-file and returns
             self._connection = None

@@ -143,7 +143,7 @@ class Registry:
             if model.batcher is not None:
                 await model.batcher.close()
         if self.process is not None:
-            await anyio.to_thread.run_sync(self.process.close)
+            self.process.close()  # on the event loop: calls still waiting there fail first
 
 
 def load_model(name: str, folder: Path, providers: Sequence[str], options: ort.SessionOptions) -> LoadedModel:

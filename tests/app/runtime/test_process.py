@@ -111,3 +111,14 @@ def test_close_stops_the_child(process: ModelProcess) -> None:
     process.close()
     assert not child.is_alive()
     assert time.perf_counter() - start < 5
+
+
+def test_close_fails_the_calls_still_waiting(process: ModelProcess) -> None:
+    async def closing_mid_call() -> None:
+        call = asyncio.ensure_future(process.run("cnn", np.zeros((4000, 28, 28, 1), np.float32), ["probabilities"]))
+        await asyncio.sleep(0.1)
+        process.close()
+        with pytest.raises(ModelProcessLost, match="stopping"):
+            await call
+
+    asyncio.run(closing_mid_call())
