@@ -235,6 +235,23 @@ def run_service(
                 print_run(runs[-1])
 
 
+def drive_peer(
+    kind: str,
+    port: int,
+    bodies: dict[str, list[Path]],
+    concurrency: int,
+    seconds: int,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """wrk's figures for one of benchmarks.peers, fed the same multipart uploads as the service."""
+    command = [sys.executable, "-m", "benchmarks.peers", kind, str(port), str(workers)]
+    with serve(command, f"http://127.0.0.1:{port}/docs", env):
+        content_type = f"multipart/form-data; boundary={BOUNDARY}"
+        return wrk(f"http://127.0.0.1:{port}/predict", bodies["multipart"], content_type, concurrency, seconds)
+
+
 def print_run(run: Run) -> None:
     print(
         f"{run.system:<24}{run.model:<8}{run.workers:>3}w c={run.concurrency:<4}"
@@ -322,18 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     # The HTTP part of the ceiling, on the same server settings as each service run: the same worker counts.
     bare: dict[int, float] = {}
     for workers in sorted({1, cores}):
-        port = args.port + 10
-        with serve(
-            [sys.executable, "-m", "benchmarks.peers", "bare", str(port), str(workers)],
-            f"http://127.0.0.1:{port}/docs",
-        ):
-            result = wrk(
-                f"http://127.0.0.1:{port}/predict",
-                bodies["multipart"],
-                f"multipart/form-data; boundary={BOUNDARY}",
-                top,
-                args.seconds,
-            )
+        result = drive_peer("bare", args.port + 10, bodies, top, args.seconds, workers=workers)
         runs.append(Run("bare endpoint", "-", workers, top, **result))
         print_run(runs[-1])
         bare[workers] = runs[-1].requests_per_s
@@ -350,21 +356,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.skip_peers:
         for model in args.models:
-            port = args.port + 20
-            with serve(
-                [sys.executable, "-m", "benchmarks.peers", "keras", str(port)],
-                f"http://127.0.0.1:{port}/docs",
-                {"BENCH_MODEL": model},
-            ):
-                result = wrk(
-                    f"http://127.0.0.1:{port}/predict",
-                    bodies["multipart"],
-                    f"multipart/form-data; boundary={BOUNDARY}",
-                    top,
-                    args.seconds,
-                )
-                runs.append(Run("naive keras", model, 1, top, **result))
-                print_run(runs[-1])
+            result = drive_peer("keras", args.port + 20, bodies, top, args.seconds, env={"BENCH_MODEL": model})
+            runs.append(Run("naive keras", model, 1, top, **result))
+            print_run(runs[-1])
         python = mlserver_python(work / "venv-mlserver")
         for model in args.models if python else []:
             port = args.port + 30

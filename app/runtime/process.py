@@ -54,6 +54,7 @@ class ModelProcess:
         self._process: multiprocessing.process.BaseProcess | None = None
         self._connection: Connection | None = None
         self._waiting: deque[asyncio.Future[tuple[Outputs, float]]] = deque()
+        self._lost = False  # its pipe closed: the process is gone, or on its way out
 
     def start(self) -> None:
         """Start the child; it opens its sessions while the first calls queue in the pipe."""
@@ -64,10 +65,10 @@ class ModelProcess:
         )
         self._process.start()
         child_end.close()
-        self._waiting.clear()
+        self._lost = False
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Block until the child has opened and warmed up its sessions; ModelProcessError if it cannot."""
+        """Block until the child has opened and warmed up its sessions; ModelProcessLost if it cannot."""
         assert self._connection is not None
         if not self._connection.poll(timeout_s):
             raise ModelProcessLost(f"the model process did not start within {timeout_s:g} s")
@@ -80,8 +81,9 @@ class ModelProcess:
 
     async def run(self, model: str, images: Images, outputs: Sequence[str]) -> tuple[Outputs, float]:
         """The named outputs of one model call, and the seconds ONNX Runtime took."""
-        if self._process is None or not self._process.is_alive():
+        if self._process is None or self._lost or not self._process.is_alive():
             log.error("the model process is not running (exit code %s): starting a new one", self._exit_code())
+            self._abandon(ModelProcessLost(f"the model process stopped (exit code {self._exit_code()})"))
             self.start()  # this call waits in the pipe while the new process opens its sessions
         assert self._connection is not None
         loop = asyncio.get_running_loop()
@@ -111,11 +113,22 @@ class ModelProcess:
                 else:
                     future.set_exception(ModelProcessError(value))
         except (EOFError, OSError):
+            self._lost = True
             self._fail_waiting(ModelProcessLost(f"the model process stopped (exit code {self._exit_code()})"))
         except ModelProcessLost as exc:
+            self._lost = True
             self._fail_waiting(exc)
         if not self._waiting:
             asyncio.get_running_loop().remove_reader(self._connection.fileno())
+
+    def _abandon(self, error: ModelProcessLost) -> None:
+        """Let go of the current process's pipe; the calls still waiting on it fail."""
+        if self._waiting:
+            asyncio.get_running_loop().remove_reader(self._connection.fileno())  # type: ignore[union-attr]
+            self._fail_waiting(error)
+        if self._connection is not None:
+            self._connection.close()  # the child, if it still runs, reads end-of-file and returns
+            self._connection = None
 
     def _fail_waiting(self, error: ModelProcessLost) -> None:
         log.error("%s: %d calls failed", error, len(self._waiting))
@@ -123,20 +136,13 @@ class ModelProcess:
             future = self._waiting.popleft()
             if not future.done():
                 future.set_exception(error)
-        if self._process is not None:
-            self._process.join(timeout=1)
 
     def _exit_code(self) -> int | None:
         return None if self._process is None else self._process.exitcode
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the child: it finishes its call in progress, then exits. Calls still waiting fail."""
-        if self._waiting:
-            asyncio.get_running_loop().remove_reader(self._connection.fileno())  # type: ignore[union-attr]
-            self._fail_waiting(ModelProcessLost("the service is stopping"))
-        if self._connection is not None:
-            self._connection.close()  # the child reads end-of-file and returns
-            self._connection = None
+        self._abandon(ModelProcessLost("the service is stopping"))
         if self._process is not None:
             self._process.join(timeout_s)
             if self._process.is_alive():

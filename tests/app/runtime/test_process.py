@@ -82,6 +82,10 @@ def test_a_lost_process_fails_its_calls_and_the_next_call_starts_another(
     asyncio.run(killed_mid_call())
     values, _ = asyncio.run(process.run("cnn", images(mnist_sample, 1), ["probabilities"]))
     assert values["probabilities"].shape == (1, 10)
+    process._process.kill()  # type: ignore[union-attr]  # and while idle
+    process._process.join()  # type: ignore[union-attr]
+    values, _ = asyncio.run(process.run("cnn", images(mnist_sample, 2), ["probabilities"]))
+    assert values["probabilities"].shape == (2, 10)
 
 
 def test_the_registry_calls_its_models_in_the_process_and_says_503_while_it_is_lost(mnist_sample: Mnist) -> None:
