@@ -33,6 +33,7 @@ BENCH = Path(__file__).resolve().parent
 SAMPLE = ROOT / "tests" / "data" / "mnist-sample"
 BOUNDARY = "mnistbenchboundary"
 MLSERVER_VERSION = "1.7.1"
+WARM_UP_S = 2  # each measured run follows this much unmeasured load: first requests pay one-off costs
 
 
 @dataclass
@@ -129,11 +130,17 @@ def serve(
 
 
 def wrk(url: str, files: list[Path], content_type: str, concurrency: int, seconds: int) -> dict[str, float]:
-    command = [
-        "wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{seconds}s", "--timeout", "10s",
-        "-s", str(BENCH / "rotate.lua"), url, "--", content_type, *map(str, files),
-    ]  # fmt: skip
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    """wrk's figures for `seconds` of load, after WARM_UP_S of the same load that are not counted."""
+
+    def load(duration_s: int) -> str:
+        command = [
+            "wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{duration_s}s", "--timeout", "10s",
+            "-s", str(BENCH / "rotate.lua"), url, "--", content_type, *map(str, files),
+        ]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    load(WARM_UP_S)
+    output = load(seconds)
     summary = json.loads(re.search(r"^JSON (.*)$", output, re.MULTILINE).group(1))  # type: ignore[union-attr]
     errors = sum(v for k, v in summary.items() if k.startswith("errors_"))
     return {
