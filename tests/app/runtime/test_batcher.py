@@ -132,3 +132,30 @@ def test_oversized_request_runs_alone(max_batch: int) -> None:
         return result
 
     assert asyncio.run(big())["p"].shape[0] == 10
+
+
+def test_with_no_time_left_the_next_batch_starts_before_other_ready_work() -> None:
+    # The model must not wait for the event loop: once a request is queued and the delay is spent, its batch starts
+    # in the same step, ahead of callbacks already waiting to run (such as answering the previous batch).
+    order: list[str] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        second: list[asyncio.Future] = []
+
+        async def call(batch: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+            order.append("model")
+            if not second:
+                second.append(asyncio.ensure_future(batcher.infer(images(2.0), outputs)))
+                await asyncio.sleep(0)  # the second request queues while this batch runs
+                for _ in range(3):
+                    loop.call_soon(order.append, "other")
+            return dict.fromkeys(outputs, batch)
+
+        batcher = Batcher(call, max_batch=64, max_delay_s=0.0)
+        await batcher.infer(images(1.0), ["probabilities"])
+        await second[0]
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert order == ["model", "model", "other", "other", "other"]
