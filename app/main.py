@@ -38,8 +38,10 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
     # worker, the workers themselves keep the cores busy.
     model_process = settings.model_process and share >= 2
     threads = settings.intra_op_threads
-    if threads == 0 and (model_process or settings.workers > 1):
-        threads = max(1, share - 1) if model_process else share
+    if threads == 0 and model_process:
+        threads = max(1, share - 1)  # the worker's event loop keeps a core of its own
+    elif threads == 0 and settings.workers > 1:
+        threads = share
     return RuntimeConfig(
         provider=settings.provider,
         intra_op_threads=threads,

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 SAMPLE = ROOT / "tests" / "data" / "mnist-sample"
 BOUNDARY = "mnistbenchboundary"
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"  # the Content-Type of multipart_body's bodies
 MLSERVER_VERSION = "1.7.1"
 WARM_UP_S = 2  # each measured run follows this much unmeasured load: first requests pay one-off costs
 
@@ -229,7 +230,7 @@ def run_service(
                 result = wrk(
                     f"{base}/predict?model={model}",
                     bodies["multipart"],
-                    f"multipart/form-data; boundary={BOUNDARY}",
+                    MULTIPART,
                     concurrency,
                     args.seconds,
                 )
@@ -255,8 +256,7 @@ def drive_peer(
     """wrk's figures for one of benchmarks.peers, fed the same multipart uploads as the service."""
     command = [sys.executable, "-m", "benchmarks.peers", kind, str(port), str(workers)]
     with serve(command, f"http://127.0.0.1:{port}/docs", env):
-        content_type = f"multipart/form-data; boundary={BOUNDARY}"
-        return wrk(f"http://127.0.0.1:{port}/predict", bodies["multipart"], content_type, concurrency, seconds)
+        return wrk(f"http://127.0.0.1:{port}/predict", bodies["multipart"], MULTIPART, concurrency, seconds)
 
 
 def print_run(run: Run) -> None:

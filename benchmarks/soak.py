@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench import BENCH, BOUNDARY, ROOT, digits, multipart_body, png, serve
+from benchmarks.bench import BENCH, MULTIPART, ROOT, digits, multipart_body, png, serve
 
 MAX_GROWTH = 0.10
 
@@ -23,23 +23,22 @@ MAX_GROWTH = 0.10
 def write_cases(folder: Path) -> list[str]:
     """FILE:CONTENT_TYPE:PATH:STATUS arguments for soak.lua: about two valid requests for each invalid one."""
     folder.mkdir(parents=True, exist_ok=True)
-    form = f"multipart/form-data; boundary={BOUNDARY}"
     images = digits(8)
     v2 = {
         "inputs": [{"name": "image", "shape": [1, 28, 28, 1], "datatype": "UINT8", "data": images[0].ravel().tolist()}]
     }
     bad_v2 = {"inputs": [{"name": "image", "shape": [1, 28, 28], "datatype": "FP32", "data": [0.0] * 784}]}
     cases: list[tuple[str, bytes, str, str, int]] = [
-        *((f"valid{i}", multipart_body(png(image)), form, "/predict", 200) for i, image in enumerate(images)),
+        *((f"valid{i}", multipart_body(png(image)), MULTIPART, "/predict", 200) for i, image in enumerate(images)),
         ("raw", png(images[1]), "image/png", "/predict?model=lenet", 200),
         ("photo", png(255 - np.kron(images[2], np.ones((8, 8), np.uint8))), "image/png", "/predict?model=svm", 200),
         ("v2", json.dumps(v2).encode(), "application/json", "/v2/models/cnn/infer", 200),
-        ("activations", multipart_body(png(images[3])), form, "/activations?model=lenet&encoding=base64", 200),
-        ("text", multipart_body(b"hello"), form, "/predict", 415),
-        ("blank", multipart_body(png(np.zeros((40, 40), np.uint8))), form, "/predict", 422),
-        ("empty", multipart_body(b""), form, "/predict", 400),
-        ("truncated", multipart_body(png(images[4])[:100]), form, "/predict", 400),
-        ("unknown-model", multipart_body(png(images[5])), form, "/predict?model=nope", 404),
+        ("activations", multipart_body(png(images[3])), MULTIPART, "/activations?model=lenet&encoding=base64", 200),
+        ("text", multipart_body(b"hello"), MULTIPART, "/predict", 415),
+        ("blank", multipart_body(png(np.zeros((40, 40), np.uint8))), MULTIPART, "/predict", 422),
+        ("empty", multipart_body(b""), MULTIPART, "/predict", 400),
+        ("truncated", multipart_body(png(images[4])[:100]), MULTIPART, "/predict", 400),
+        ("unknown-model", multipart_body(png(images[5])), MULTIPART, "/predict?model=nope", 404),
         ("bad-v2", json.dumps(bad_v2).encode(), "application/json", "/v2/models/cnn/infer", 400),
         ("wrong-type", b"abc", "text/plain", "/predict", 415),
     ]

@@ -20,16 +20,12 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
-
 from app.cards import INPUT_NAME
+from app.runtime.batcher import Images, Outputs
 from app.runtime.session import open_session, session_options, warm_up
 
 log = logging.getLogger(__name__)
 
-Images = npt.NDArray[np.float32]
-Outputs = dict[str, npt.NDArray[np.float32]]
 START_TIMEOUT_S = 120.0
 
 

@@ -7,16 +7,14 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from benchmarks.bench import BOUNDARY, write_bodies
+from benchmarks.bench import MULTIPART, write_bodies
 from benchmarks.soak import write_cases
 
 
 def test_bench_bodies_are_valid_requests(client: TestClient, tmp_path: Path) -> None:
     bodies = write_bodies(tmp_path, count=4)
     for path in bodies["multipart"]:
-        response = client.post(
-            "/predict", content=path.read_bytes(), headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
-        )
+        response = client.post("/predict", content=path.read_bytes(), headers={"content-type": MULTIPART})
         assert response.status_code == 200
     for path in bodies["v2"]:
         response = client.post(
