@@ -10,9 +10,11 @@ from fastapi.exceptions import RequestValidationError
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from app.admission import PixelBudget
 from app.errors import EmptyBody, MissingFile, TooManyFiles, UnsupportedMediaType
 from app.forms import form_parts
-from app.preprocess import Digit, Limits, load_image, mnist_digit, mnist_png_pixels, open_image
+from app.memory import release_free_memory
+from app.preprocess import Digit, Limits, decoded_pixels, load_image, mnist_digit, mnist_png_pixels, open_image
 from app.runtime.registry import Registry
 from app.settings import Settings
 
@@ -89,19 +91,32 @@ def limits(settings: Settings) -> Limits:
     return Limits(max_pixels=settings.max_image_pixels)
 
 
+def budget_of(request: Request) -> PixelBudget:
+    budget: PixelBudget = request.app.state.pixel_budget
+    return budget
+
+
 def prepare(image: Image.Image) -> Digit:
     return mnist_digit(load_image(image))
 
 
-async def prepare_digit(data: bytes, settings: Settings) -> Digit:
-    """The uploaded bytes as an MNIST digit: small images inline, larger ones in a worker thread."""
+async def prepare_digit(request: Request, data: bytes) -> Digit:
+    """The uploaded bytes as an MNIST digit: small images inline, larger ones in a worker thread once the decode
+    budget has room for their pixels."""
     pixels = mnist_png_pixels(data)
     if pixels is not None:
         return pixels
-    image = open_image(data, limits(settings))  # reads the header only
-    if image.width * image.height <= INLINE_PIXELS:
+    image = open_image(data, limits(settings_of(request)))  # reads the header only
+    cost = decoded_pixels(image)
+    if cost <= INLINE_PIXELS:
         return prepare(image)
-    return await run_in_threadpool(prepare, image)
+    budget = budget_of(request)
+    async with budget.hold(cost):
+        digit = await run_in_threadpool(prepare, image)
+        del image  # its pixels go back to the allocator before the budget lets the next image in
+    if budget.in_use == 0:
+        release_free_memory()
+    return digit
 
 
 def _content_type(request: Request) -> str:

@@ -14,6 +14,7 @@ ServiceError
 ├── BlankImage             422 blank_image
 ├── UnknownModel           404 unknown_model
 ├── ModelUnavailable       503 model_unavailable
+├── Overloaded             503 overloaded (Retry-After)
 ├── UnknownLayer           404 unknown_layer
 ├── NoTemplates            404 no_templates
 ├── BadToken               400 bad_token
@@ -29,6 +30,7 @@ from collections.abc import Iterable
 class ServiceError(Exception):
     status_code = 400
     code = "bad_request"
+    headers: dict[str, str] = {}  # noqa: RUF012 - read-only; extra response headers, e.g. Retry-After
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -102,6 +104,14 @@ class UnknownModel(ServiceError):
 class ModelUnavailable(ServiceError):
     status_code = 503
     code = "model_unavailable"
+
+
+class Overloaded(ServiceError):
+    """Too much work in flight to start this request now; retrying soon succeeds."""
+
+    status_code = 503
+    code = "overloaded"
+    headers = {"Retry-After": "1"}  # noqa: RUF012
 
 
 class UnknownLayer(ServiceError):

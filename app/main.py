@@ -13,7 +13,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
+from app.admission import PixelBudget
 from app.handlers import install_error_handlers
+from app.memory import configure_allocator
 from app.middleware import ApiKey, BodySizeLimit, RequestTimeout
 from app.observability import Metrics, RequestObserver
 from app.routes import activations, health, models, pages, predict, v2
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_allocator()
         try:
             registry = await anyio.to_thread.run_sync(
                 lambda: load_registry(
@@ -99,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes=predict.router.routes,
     )
     app.state.settings = settings
+    app.state.pixel_budget = PixelBudget(settings.decode_budget_pixels, settings.decode_wait_s)
     app.state.metrics = metrics
     install_error_handlers(app)
     # Each add_middleware wraps the ones before it: the observer sees everything, CORS preflights need no key.

@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import pyspng
-from PIL import Image, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageFilter, UnidentifiedImageError
 
-from app.errors import BlankImage, EmptyBody, ImageTooLarge, NotAnImage, TruncatedImage, UnsupportedFormat
+from app.errors import (
+    BlankImage,
+    EmptyBody,
+    ImageTooLarge,
+    NotAnImage,
+    ServiceError,
+    TruncatedImage,
+    UnsupportedFormat,
+)
 
 Gray = npt.NDArray[np.float32]  # (H, W) in [0, 1]
 Digit = npt.NDArray[np.uint8]  # (28, 28), white digit on black
@@ -46,16 +56,55 @@ class Limits:
     max_pixels: int = 40_000_000
 
 
+# Decoded images are reduced to this longest side before anything else: the chain ends at 20x20 pixels, and a digit
+# that fills a tenth of the picture still spans ~100 (WORK_SIZE). A 6000x6000 JPEG then decodes at 1/8 scale
+# (~1.7 MB of pixels instead of 108 MB, and 250 MB per image once in float copies, measured before this limit).
+DECODE_SIDE = 1024
+
+# Pillow's modes that its reduce and resize cannot average, converted first (palette indices, bilevel, 16-bit, CMYK).
+_WORKING_MODES = {"1": "L", "I;16": "I", "I;16L": "I", "I;16B": "I", "I;16N": "I", "CMYK": "RGB", "YCbCr": "RGB",
+                  "LAB": "RGB", "HSV": "RGB", "RGBX": "RGB", "RGBa": "RGBA", "La": "LA"}  # fmt: skip
+_ORIENTATION = 0x0112  # the EXIF tag
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@contextmanager
+def decoder_errors(image: Image.Image | None = None) -> Iterator[None]:
+    """Whatever the image library raises on bad data, as the service's 400 `truncated_image`.
+
+    Pillow's decoders raise OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError,
+    TypeError, ZeroDivisionError... depending on the format and where the data breaks (found by
+    tests/app/test_decoder_fuzz.py). Only code that reads the upload runs inside: what escapes it is bad input, not a
+    bug of the service; the service's own errors pass through.
+    """
+    try:
+        yield
+    except ServiceError:
+        raise
+    except UnidentifiedImageError:  # an OSError: no decoder recognised the data
+        raise NotAnImage(f"The upload is not an image that can be read; send {SUPPORTED_TEXT}.") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning where warnings are errors
+        raise ImageTooLarge("The image has too many pixels to decode safely.") from None
+    except Exception as exc:
+        kind = f"{image.format} data" if image is not None and image.format else "image data"
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise TruncatedImage(f"The {kind} is truncated or corrupt ({reason}); upload the whole file.") from None
+
+
 def open_image(data: bytes, limits: Limits = Limits()) -> Image.Image:
     """The image with only its header read: format and size checked, pixels not decoded yet."""
     if not data:
         raise EmptyBody()
-    try:
+    with decoder_errors():
         image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise NotAnImage(f"The upload is not an image that can be read; send {SUPPORTED_TEXT}.") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning where warnings are errors
-        raise ImageTooLarge(f"The image has too many pixels; the limit is {limits.max_pixels:,}.") from None
     if image.format not in SUPPORTED_FORMATS:
         raise UnsupportedFormat(f"{image.format} images are not supported; send {SUPPORTED_TEXT}.")
     width, height = image.size
@@ -66,23 +115,44 @@ def open_image(data: bytes, limits: Limits = Limits()) -> Image.Image:
     return image
 
 
+def decoded_pixels(image: Image.Image) -> int:
+    """Pixels the decoder will allocate for this opened image. A JPEG is asked first for the smallest DCT scale
+    (1/2, 1/4, 1/8) that keeps DECODE_SIDE: its decoder then never builds the full-resolution picture."""
+    if max(image.size) > DECODE_SIDE and image.format in ("JPEG", "MPO"):
+        with decoder_errors(image):
+            image.draft(None, _scaled_size(image.size[::-1], DECODE_SIDE))
+    return image.width * image.height
+
+
 def load_image(image: Image.Image) -> Image.Image:
-    """The decoded first frame, EXIF orientation applied; TruncatedImage when the data ends early or is corrupt."""
-    try:
+    """The decoded first frame, no longer than DECODE_SIDE, in a mode numpy reads, EXIF orientation applied;
+    TruncatedImage when the data ends early or is corrupt."""
+    decoded_pixels(image)  # JPEG's DCT scaling, when the caller has not asked for it yet
+    with decoder_errors(image):
         image.load()
         # Orientation lives in the metadata Pillow puts in `info`, or in TIFF tags; reading it costs a bare image
         # (most uploads from code and canvases) more than its decoding.
-        if image.info or image.format == "TIFF":
-            ImageOps.exif_transpose(image, in_place=True)
-        return image
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
-        raise TruncatedImage(
-            f"The {image.format} data is truncated or corrupt ({exc}); upload the whole file."
-        ) from None
+        turn = _upright_turn(image) if image.info or image.format == "TIFF" else None
+        if image.mode != _working_mode(image):
+            image = image.convert(_working_mode(image))
+        if max(image.size) > DECODE_SIDE:
+            image.thumbnail((DECODE_SIDE, DECODE_SIDE), Image.Resampling.BOX)  # in place; integer reduce first
+        return image.transpose(turn) if turn is not None else image
+
+
+def _upright_turn(image: Image.Image) -> Image.Transpose | None:
+    orientation = image.getexif().get(_ORIENTATION)
+    return _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+
+
+def _working_mode(image: Image.Image) -> str:
+    if image.mode in ("P", "PA"):
+        return "RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB"
+    return _WORKING_MODES.get(image.mode, image.mode)
 
 
 def decode_image(data: bytes, limits: Limits = Limits()) -> Image.Image:
-    """Decoded first frame, EXIF orientation applied; refuses what is not a supported, complete image."""
+    """Decoded first frame, reduced and turned upright; refuses what is not a supported, complete image."""
     return load_image(open_image(data, limits))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MNIST_"
@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, gt=0)
     """Largest image accepted, in pixels (width x height); guards against decompression bombs."""
 
+    decode_budget_pixels: int = Field(64_000_000, gt=0)
+    """Most decoded pixels in flight per worker (1-4 bytes each); a request beyond waits, then gets 503. At least
+    max_image_pixels, so that the largest image accepted can always be decoded."""
+
+    decode_wait_s: float = Field(2.0, ge=0)
+    """Longest a request waits for room in the decode budget before it gets 503 `overloaded` with Retry-After."""
+
     max_batch_images: int = Field(64, gt=0)
     """Most images accepted by one /predict/batch request."""
 
@@ -77,3 +84,12 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the service."""
+
+    @model_validator(mode="after")
+    def _budget_fits_the_largest_image(self) -> Settings:
+        if self.decode_budget_pixels < self.max_image_pixels:
+            raise ValueError(
+                f"MNIST_DECODE_BUDGET_PIXELS ({self.decode_budget_pixels:,}) must be at least MNIST_MAX_IMAGE_PIXELS"
+                f" ({self.max_image_pixels:,}): the largest image accepted could never be decoded"
+            )
+        return self

@@ -74,7 +74,6 @@ async def read_activations(
 async def compute_activations(
     request: Request,
     registry: RegistryDep,
-    settings: SettingsDep,
     model: ModelQuery = None,
     layer: LayerQuery = [],  # noqa: B006 - FastAPI copies query defaults
     encoding: Encoding = "json",
@@ -82,5 +81,5 @@ async def compute_activations(
     """Activation maps of an uploaded image, sent as for /predict."""
     loaded = registry.get(model)
     layers = loaded.check_layers(layer)
-    digit = await prepare_digit(await read_image(request), settings)
+    digit = await prepare_digit(request, await read_image(request))
     return await activations_for(loaded, digit, layers, encoding)

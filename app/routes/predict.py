@@ -11,12 +11,10 @@ import numpy.typing as npt
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 from starlette.routing import request_response
 
 from app.deps import (
     base_url,
-    limits,
     model_query,
     prepare_digit,
     read_image,
@@ -25,11 +23,10 @@ from app.deps import (
     settings_of,
 )
 from app.errors import ServiceError
-from app.preprocess import Digit, model_input, preprocess
+from app.preprocess import Digit, model_input
 from app.routes.docs import COMMON_ERRORS, ERRORS, IMAGE_BODY, MODEL_PARAMETER, MULTI_IMAGE_BODY
 from app.runtime.registry import LoadedModel
 from app.schemas import BatchItem, BatchPrediction, ErrorBody, Prediction
-from app.settings import Settings
 from app.tokens import encode_token
 
 
@@ -88,17 +85,18 @@ async def predict_digit(request: Request) -> Response:
     Send it as multipart field `file`, or as the raw body with an `image/*` Content-Type.
     """
     settings, loaded = settings_of(request), registry_of(request).get(model_query(request))
-    digit = await prepare_digit(await read_image(request), settings)
+    digit = await prepare_digit(request, await read_image(request))
     outputs = await loaded.infer(model_input(digit[np.newaxis]), ["probabilities"])
     prediction = make_prediction(request, loaded, digit, outputs["probabilities"][0], settings.token_key)
     return json_response(prediction)
 
 
-def _preprocess_each(uploads: list[tuple[str | None, bytes]], settings: Settings) -> list[Digit | ServiceError]:
+async def _prepare_each(request: Request, uploads: list[tuple[str | None, bytes]]) -> list[Digit | ServiceError]:
+    """Each upload prepared as /predict prepares one, in turn: a batch holds one image's pixels at a time."""
     results: list[Digit | ServiceError] = []
     for _, data in uploads:
         try:
-            results.append(preprocess(data, limits(settings)))
+            results.append(await prepare_digit(request, data))
         except ServiceError as exc:
             results.append(exc)
     return results
@@ -117,7 +115,7 @@ async def predict_digits(request: Request) -> Response:
     """
     settings, loaded = settings_of(request), registry_of(request).get(model_query(request))
     uploads = await read_images(request, settings.max_batch_images)
-    digits = await run_in_threadpool(_preprocess_each, uploads, settings)
+    digits = await _prepare_each(request, uploads)
     good = [d for d in digits if not isinstance(d, ServiceError)]
     probabilities = (
         (await loaded.infer(model_input(np.stack(good)), ["probabilities"]))["probabilities"] if good else []
