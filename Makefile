@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MNIST_DIR ?= ../shared/data/mnist
 export MNIST_DIR
 
-.PHONY: install install-dev install-train run test check format train evaluate bench soak docker clean
+.PHONY: install install-dev install-train run test check format train evaluate bench soak fuzz docker clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,9 +50,13 @@ bench: install-dev                 ## load-test the service against its ceiling 
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(PY) -m benchmarks.bench
 
-soak: install-dev                  ## two minutes of mixed valid and invalid load; checks statuses and memory
+soak: install-dev                  ## two minutes of mixed valid and invalid load, then bursts of huge images; checks statuses and memory
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(PY) -m benchmarks.soak
+	$(PY) -m benchmarks.burst
+
+fuzz: install-dev                  ## the decoder fuzz test at 20x its CI size, every input through HTTP (~5 min)
+	FUZZ_SCALE=20 $(PY) -m pytest -q tests/app/test_decoder_fuzz.py
 
 docker:                            ## build the CPU image
 	docker build --network host -t mnist-serve:latest .
