@@ -7,14 +7,20 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from PIL import Image
-from starlette.concurrency import run_in_threadpool
 
-from app.admission import PixelBudget
+from app.admission import DecodePool
 from app.errors import EmptyBody, MissingFile, TooManyFiles, UnsupportedMediaType
 from app.forms import form_parts
-from app.memory import release_free_memory
-from app.preprocess import Digit, Limits, decoded_pixels, load_image, mnist_digit, mnist_png_pixels, open_image
+from app.preprocess import (
+    Digit,
+    Limits,
+    decoded_pixels,
+    load_image,
+    mnist_digit,
+    mnist_png_pixels,
+    open_image,
+    preprocess,
+)
 from app.runtime.registry import Registry
 from app.settings import Settings
 
@@ -91,17 +97,13 @@ def limits(settings: Settings) -> Limits:
     return Limits(max_pixels=settings.max_image_pixels)
 
 
-def budget_of(request: Request) -> PixelBudget:
-    budget: PixelBudget = request.app.state.pixel_budget
-    return budget
-
-
-def prepare(image: Image.Image) -> Digit:
-    return mnist_digit(load_image(image))
+def decode_pool_of(request: Request) -> DecodePool:
+    pool: DecodePool = request.app.state.decode_pool
+    return pool
 
 
 async def prepare_digit(request: Request, data: bytes) -> Digit:
-    """The uploaded bytes as an MNIST digit: small images inline, larger ones in a worker thread once the decode
+    """The uploaded bytes as an MNIST digit: small images inline, larger ones in a decoding thread once the decode
     budget has room for their pixels."""
     pixels = mnist_png_pixels(data)
     if pixels is not None:
@@ -109,14 +111,9 @@ async def prepare_digit(request: Request, data: bytes) -> Digit:
     image = open_image(data, limits(settings_of(request)))  # reads the header only
     cost = decoded_pixels(image)
     if cost <= INLINE_PIXELS:
-        return prepare(image)
-    budget = budget_of(request)
-    async with budget.hold(cost):
-        digit = await run_in_threadpool(prepare, image)
-        del image  # its pixels go back to the allocator before the budget lets the next image in
-    if budget.in_use == 0:
-        release_free_memory()
-    return digit
+        return mnist_digit(load_image(image))
+    # The thread opens the bytes again (a header costs microseconds): no picture outlives its budget reservation.
+    return await decode_pool_of(request).run(cost, preprocess, data, limits(settings_of(request)))
 
 
 def _content_type(request: Request) -> str:

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from app.admission import PixelBudget
+from app.admission import DecodePool, PixelBudget
 from app.handlers import install_error_handlers
 from app.memory import configure_allocator
 from app.middleware import ApiKey, BodySizeLimit, RequestTimeout
@@ -34,8 +34,13 @@ computes inside. Every error is a 4xx JSON body `{"detail", "code"}`.
 """
 
 
+def cpu_share(settings: Settings) -> int:
+    """Each worker's cores: none oversubscribed."""
+    return max(1, (os.cpu_count() or 1) // settings.workers)
+
+
 def runtime_config(settings: Settings) -> RuntimeConfig:
-    share = max(1, (os.cpu_count() or 1) // settings.workers)  # each worker's cores: none oversubscribed
+    share = cpu_share(settings)
     # A model process pays when the worker has a core for its event loop and one for the model; with one core a
     # worker, the workers themselves keep the cores busy.
     model_process = settings.model_process and share >= 2
@@ -80,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for name, model in registry.models.items():
             metrics.models_loaded.labels(name).set(1 if model.available else 0)
         app.state.registry = registry
+        budget = PixelBudget(settings.decode_budget_pixels, settings.decode_wait_s)
+        app.state.decode_pool = decode_pool = DecodePool(budget, cpu_share(settings))
         log.info("serving %s (default %s)", ", ".join(registry.models), settings.default_model)
         # What survives start-up lives as long as the process: keep the garbage collector from rescanning it on every
         # collection (about 10% of a busy server's time otherwise). Start-up's own garbage is collected first.
@@ -87,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         yield
         await registry.close()
+        decode_pool.close()
 
     app = FastAPI(
         title="mnist-serve",
@@ -102,7 +110,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes=predict.router.routes,
     )
     app.state.settings = settings
-    app.state.pixel_budget = PixelBudget(settings.decode_budget_pixels, settings.decode_wait_s)
     app.state.metrics = metrics
     install_error_handlers(app)
     # Each add_middleware wraps the ones before it: the observer sees everything, CORS preflights need no key.
