@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from app.admission import DecodePool, PixelBudget
+from app.admission import Budget, DecodePool
 from app.handlers import install_error_handlers
 from app.memory import configure_allocator
 from app.middleware import ApiKey, BodySizeLimit, RequestTimeout
@@ -85,8 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for name, model in registry.models.items():
             metrics.models_loaded.labels(name).set(1 if model.available else 0)
         app.state.registry = registry
-        budget = PixelBudget(settings.decode_budget_pixels, settings.decode_wait_s)
-        app.state.decode_pool = decode_pool = DecodePool(budget, cpu_share(settings))
+        pixels = Budget(
+            settings.decode_budget_pixels, settings.admission_wait_s, "decoded pixels", "MNIST_DECODE_BUDGET_PIXELS"
+        )
+        app.state.decode_pool = decode_pool = DecodePool(pixels, cpu_share(settings))
         log.info("serving %s (default %s)", ", ".join(registry.models), settings.default_model)
         # What survives start-up lives as long as the process: keep the garbage collector from rescanning it on every
         # collection (about 10% of a busy server's time otherwise). Start-up's own garbage is collected first.
@@ -111,10 +113,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.body_budget = bodies = Budget(
+        settings.body_budget_bytes, settings.admission_wait_s, "body bytes", "MNIST_BODY_BUDGET_BYTES"
+    )
     install_error_handlers(app)
     # Each add_middleware wraps the ones before it: the observer sees everything, CORS preflights need no key.
     app.add_middleware(RequestTimeout, seconds=settings.request_timeout_s)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes, budget=bodies)
     if settings.api_key:
         app.add_middleware(ApiKey, key=settings.api_key)
     if settings.cors_origins:

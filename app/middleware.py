@@ -8,7 +8,8 @@ import hmac
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge, Timeout, Unauthorized
+from app.admission import Budget
+from app.errors import Overloaded, PayloadTooLarge, Timeout, Unauthorized
 from app.handlers import render_error
 
 
@@ -17,20 +18,52 @@ def _too_large(limit: int, size: int | None = None) -> PayloadTooLarge:
     return PayloadTooLarge(f"The request body is {sent}; the limit is {limit / 1e6:g} MB (MNIST_MAX_UPLOAD_BYTES).")
 
 
+# Bodies this small are not counted: a thousand of them take 64 MB, and a digit's PNG must not wait in line behind
+# large uploads.
+SMALL_BODY = 64 * 1024
+
+
+async def _discard_body(receive: Receive) -> None:
+    """Reads the request body to its end, a chunk at a time, keeping none of it."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
+
+
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """Bodies over `max_bytes` refused (413), and at most `budget` bytes of bodies in flight: a request's declared
+    length (the limit, for a chunked body) is reserved before its body is read, so a burst of large uploads waits in
+    line with their bodies still in the sockets, instead of in memory all at once."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, budget: Budget) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.budget = budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             error = _too_large(self.max_bytes, int(declared))
             await render_error(Request(scope), error)(scope, receive, send)
             return
+        size = int(declared) if declared.isdigit() else self.max_bytes if b"transfer-encoding" in headers else 0
+        try:
+            held = await self.budget.acquire(size) if size > SMALL_BODY else 0
+        except Overloaded as error:
+            await _discard_body(receive)  # a client still sending would see a reset, not the 503, if we closed now
+            await render_error(Request(scope), error)(scope, receive, send)
+            return
+        try:
+            await self._limited(scope, receive, send)
+        finally:
+            self.budget.release(held)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0
 
         async def limited_receive() -> Message:

@@ -48,12 +48,16 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, gt=0)
     """Largest image accepted, in pixels (width x height); guards against decompression bombs."""
 
+    body_budget_bytes: int = Field(128_000_000, gt=0)
+    """Most bytes of request bodies in flight per worker; a request beyond waits, then gets 503. At least
+    max_upload_bytes."""
+
     decode_budget_pixels: int = Field(64_000_000, gt=0)
     """Most decoded pixels in flight per worker (1-4 bytes each); a request beyond waits, then gets 503. At least
-    max_image_pixels, so that the largest image accepted can always be decoded."""
+    max_image_pixels."""
 
-    decode_wait_s: float = Field(2.0, ge=0)
-    """Longest a request waits for room in the decode budget before it gets 503 `overloaded` with Retry-After."""
+    admission_wait_s: float = Field(2.0, ge=0)
+    """Longest a request waits for room in the body or decode budget before it gets 503 `overloaded`."""
 
     max_batch_images: int = Field(64, gt=0)
     """Most images accepted by one /predict/batch request."""
@@ -86,10 +90,11 @@ class Settings(BaseSettings):
     """Log level of the service."""
 
     @model_validator(mode="after")
-    def _budget_fits_the_largest_image(self) -> Settings:
-        if self.decode_budget_pixels < self.max_image_pixels:
-            raise ValueError(
-                f"MNIST_DECODE_BUDGET_PIXELS ({self.decode_budget_pixels:,}) must be at least MNIST_MAX_IMAGE_PIXELS"
-                f" ({self.max_image_pixels:,}): the largest image accepted could never be decoded"
-            )
+    def _budgets_fit_the_largest_request(self) -> Settings:
+        for budget, limit in (("body_budget_bytes", "max_upload_bytes"), ("decode_budget_pixels", "max_image_pixels")):
+            if getattr(self, budget) < getattr(self, limit):
+                raise ValueError(
+                    f"MNIST_{budget.upper()} ({getattr(self, budget):,}) must be at least MNIST_{limit.upper()}"
+                    f" ({getattr(self, limit):,}), or the largest request accepted would wait alone for nothing"
+                )
         return self
