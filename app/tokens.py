@@ -1,8 +1,8 @@
 """Stateless activation tokens: the preprocessed 28x28 digit itself, packed and integrity-checked.
 
 A token is URL-safe base64 of: version byte 2 | 98-byte bitmap of the non-zero pixels | their values | 16-byte
-BLAKE2b of the 784 pixels, keyed by MNIST_TOKEN_KEY. Version 1 tokens (zlib of the pixels) are still read. Any
-replica sharing the key can verify and decode a token; no server memory is involved.
+BLAKE2b of the 784 pixels, keyed by MNIST_TOKEN_KEY. Any replica sharing the key can verify and decode a token; no
+server memory is involved.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import zlib
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +18,7 @@ import numpy.typing as npt
 from app.errors import BadToken
 from app.preprocess import FIELD, Digit
 
-SPARSE, DEFLATED = b"\x02", b"\x01"  # version bytes: the current format, and the first one (still read)
+SPARSE = b"\x02"  # the version byte
 DIGEST_SIZE = 16
 PIXELS = FIELD * FIELD
 MASK_BYTES = PIXELS // 8
@@ -49,13 +48,6 @@ def _from_sparse(data: bytes) -> bytes | None:
     return pixels.tobytes()
 
 
-def _inflate(data: bytes) -> bytes | None:
-    try:
-        return zlib.decompressobj().decompress(data, PIXELS + 1)
-    except zlib.error:
-        return None
-
-
 def encode_token(digit: Digit, key: str = "") -> str:
     """A compact, URL-safe token carrying the (28, 28) uint8 digit."""
     pixels = digit.reshape(-1)
@@ -71,11 +63,10 @@ def decode_token(token: str, key: str = "") -> Digit:
         payload = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise BadToken("The activations token is not valid base64url; copy it unchanged from /predict.") from None
-    read = {SPARSE: _from_sparse, DEFLATED: _inflate}.get(payload[:1])
-    if len(payload) < 1 + DIGEST_SIZE or read is None:
+    if len(payload) < 1 + DIGEST_SIZE or payload[:1] != SPARSE:
         raise BadToken("The activations token is truncated or from an unknown version; request a new one.")
     body, digest = payload[1:-DIGEST_SIZE], payload[-DIGEST_SIZE:]
-    pixels = read(body)
+    pixels = _from_sparse(body)
     if pixels is None or len(pixels) != PIXELS:
         raise BadToken("The activations token is corrupt; copy it unchanged from /predict.")
     if not hmac.compare_digest(digest, _digest(pixels, key.encode())):

@@ -95,6 +95,20 @@ def test_normalise_polarity_makes_ink_white_on_zero() -> None:
     assert ink[4, 4] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize(
+    ("paper", "pen"),
+    [(0.35, 0.05), (0.55, 0.95), (0.9, 0.6), (0.1, 0.4)],
+    ids=["dark-ink-on-dim-paper", "light-ink-on-grey-paper", "faint-pencil-on-white", "chalk-on-blackboard"],
+)
+def test_polarity_follows_the_images_own_range(paper: float, pen: float) -> None:
+    # Whether the paper is the light or the dark side is judged against the image's own range, not a fixed 0.5.
+    image = np.full((10, 10), paper, dtype=np.float32)
+    image[3:6, 3:6] = pen
+    ink = normalise_polarity(image)
+    assert ink[0, 0] == 0.0
+    assert ink[4, 4] == pytest.approx(1.0)
+
+
 def test_crop_drops_faint_noise_and_trims_to_the_ink() -> None:
     ink = np.full((20, 20), 0.05, dtype=np.float32)
     ink[5:9, 7:10] = 1.0

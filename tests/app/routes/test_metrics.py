@@ -64,8 +64,15 @@ def test_logs_are_json_with_the_request_id() -> None:
     assert entry["status"] == 200
 
 
-@pytest.mark.parametrize("path", ["/health/live", "/nowhere"])
+@pytest.mark.parametrize("path", ["/health/live/x1", "/nowhere/x1"])
 def test_unmatched_routes_do_not_explode_label_cardinality(client: TestClient, path: str) -> None:
-    client.get(path + "/x1")
+    def unmatched_404s() -> float:
+        text = client.get("/metrics").text
+        line = 'mnist_http_requests_total{method="GET",route="unmatched",status="404"}'
+        return float(next((row.split()[-1] for row in text.splitlines() if row.startswith(line)), 0))
+
+    before = unmatched_404s()
+    assert client.get(path).status_code == 404
     text = client.get("/metrics").text
-    assert 'route="/nowhere/x1"' not in text
+    assert f'route="{path}"' not in text  # the raw path would make one series per URL a client invents
+    assert unmatched_404s() == before + 1

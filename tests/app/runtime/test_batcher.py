@@ -159,3 +159,24 @@ def test_with_no_time_left_the_next_batch_starts_before_other_ready_work() -> No
 
     asyncio.run(scenario())
     assert order == ["model", "model", "other", "other", "other"]
+
+
+def test_a_failure_outside_the_model_call_fails_its_batch_not_the_batcher() -> None:
+    observed: list[int] = []
+
+    def observe(size: int, waited_s: float) -> None:  # runs in the batcher's worker, outside the model call
+        observed.append(size)
+        if len(observed) == 1:
+            raise RuntimeError("metrics backend down")
+
+    async def scenario() -> tuple[object, object]:
+        batcher = Batcher(Recorder(), observe=observe)
+        # Without the guard the worker dies: both calls would wait forever, hence the (generous) timeouts.
+        first = await asyncio.gather(asyncio.wait_for(batcher.infer(images(1.0), ["x"]), 5), return_exceptions=True)
+        second = await asyncio.wait_for(batcher.infer(images(2.0), ["x"]), timeout=5)
+        await batcher.close()
+        return first[0], second
+
+    first, second = asyncio.run(scenario())
+    assert isinstance(first, RuntimeError)
+    np.testing.assert_array_equal(second["x"], images(4.0))  # type: ignore[index]
