@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
+from app.cpus import CpuShare, cpu_share
 from app.handlers import install_error_handlers
 from app.middleware import ApiKey, BodySizeLimit, RequestTimeout
 from app.observability import Metrics, RequestObserver
@@ -32,16 +32,20 @@ computes inside. Every error is a 4xx JSON body `{"detail", "code"}`.
 """
 
 
-def runtime_config(settings: Settings) -> RuntimeConfig:
-    share = max(1, (os.cpu_count() or 1) // settings.workers)  # each worker's cores: none oversubscribed
+def runtime_config(settings: Settings, share: CpuShare | None = None) -> RuntimeConfig:
+    """How the models run, given the CPUs this container may use (read from the cgroup and affinity by default)."""
+    share = share or cpu_share()
+    log.info("CPUs: %s", share.describe())
+    per_worker = max(1, share.usable // settings.workers)  # each worker's cores: none oversubscribed
     # A model process pays when the worker has a core for its event loop and one for the model; with one core a
     # worker, the workers themselves keep the cores busy.
-    model_process = settings.model_process and share >= 2
+    model_process = settings.model_process and per_worker >= 2
     threads = settings.intra_op_threads
     if threads == 0 and model_process:
-        threads = max(1, share - 1)  # the worker's event loop keeps a core of its own
-    elif threads == 0 and settings.workers > 1:
-        threads = share
+        threads = max(1, per_worker - 1)  # the worker's event loop keeps a core of its own
+    elif threads == 0:
+        # Always explicit: ONNX Runtime's own default is the node's cores, whatever the container's quota.
+        threads = per_worker
     return RuntimeConfig(
         provider=settings.provider,
         intra_op_threads=threads,
