@@ -21,6 +21,7 @@ from app.routes import metrics as metrics_route
 from app.routes.docs import COMMON_ERRORS
 from app.runtime.registry import Observers, RuntimeConfig, StartupError, load_registry
 from app.settings import Settings
+from app.shutdown import on_stop_signal
 
 log = logging.getLogger("app")
 
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for name, model in registry.models.items():
             metrics.models_loaded.labels(name).set(1 if model.available else 0)
         app.state.registry = registry
+        app.state.draining = False
+        on_stop_signal(lambda: setattr(app.state, "draining", True))
         log.info("serving %s (default %s)", ", ".join(registry.models), settings.default_model)
         # What survives start-up lives as long as the process: keep the garbage collector from rescanning it on every
         # collection (about 10% of a busy server's time otherwise). Start-up's own garbage is collected first.
