@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 import tomllib
 from typing import Any
 
@@ -125,3 +128,17 @@ def test_locks_pin_every_dependency_with_hashes(name: str) -> None:
         wanted = wanted - {"onnxruntime"} | {"onnxruntime-gpu"}
     assert wanted <= requirement_names(lock)
     assert "onnxruntime" not in requirement_names(lock) or name == "requirements.lock"  # never both
+
+
+@pytest.mark.skipif(
+    not shutil.which("docker-compose"), reason="no docker-compose (../shared/tools/docker-testbed.sh up)"
+)
+def test_compose_fails_fast_without_a_token_key() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MNIST_TOKEN_KEY"}
+    for profile in ("scale", "gpu"):
+        command = ["docker-compose", "--profile", profile, "config", "-q"]
+        refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0
+        assert "set MNIST_TOKEN_KEY" in refused.stderr
+        keyed = subprocess.run(command, cwd=ROOT, env={**env, "MNIST_TOKEN_KEY": "k" * 32}, capture_output=True)
+        assert keyed.returncode == 0, keyed.stderr
