@@ -195,7 +195,9 @@ def load(url: str, body: bytes, stop: threading.Event) -> tuple[int, list[str]]:
     return ok, failures
 
 
-def test_stopping_a_replica_under_load_fails_no_request(replicas: list[str], mnist_sample: Mnist) -> None:
+def test_stopping_a_replica_under_load_fails_no_request(
+    replicas: list[str], mnist_sample: Mnist, record_property: pytest.RecordProperty
+) -> None:
     body = encode(mnist_sample.test.images[0])
     stop = threading.Event()
     with ThreadPoolExecutor(LOAD_CONNECTIONS) as pool:
@@ -207,5 +209,6 @@ def test_stopping_a_replica_under_load_fails_no_request(replicas: list[str], mni
         results = [r.result(timeout=60) for r in runs]
     answered = sum(ok for ok, _ in results)
     failures = [f for _, fs in results for f in fs]
+    record_property("requests_answered", answered)
     assert answered > LOAD_CONNECTIONS
     assert failures == [], f"{len(failures)} failed of {answered + len(failures)}: {failures[:3]}"

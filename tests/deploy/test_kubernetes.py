@@ -188,7 +188,7 @@ def test_probes_never_kill_a_busy_pod(name: str) -> None:
     assert live["timeoutSeconds"] >= 5
     assert live["periodSeconds"] * live["failureThreshold"] >= 60
     startup = container["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120  # README: measured start-up, with margin
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 60  # README: 2.2 s measured, wide margin
 
 
 @pytest.mark.parametrize("name", DEPLOYMENTS)
