@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MNIST_DIR ?= ../shared/data/mnist
 export MNIST_DIR
 
-.PHONY: install install-dev install-train run test check format train evaluate bench soak fuzz docker clean
+.PHONY: install install-dev install-train run test check format train evaluate bench soak fuzz docker lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,7 +59,17 @@ fuzz: install-dev                  ## the decoder fuzz test at 20x its CI size, 
 	FUZZ_SCALE=20 $(PY) -m pytest -q tests/app/test_decoder_fuzz.py
 
 docker:                            ## build the CPU image
-	docker build --network host -t mnist-serve:latest .
+	docker build --network host -t mnist-serve:0.1.0 .
+
+# The images' Python dependencies, pinned with every file's hash, for Linux x86_64 and the base images' Python: 3.11
+# (python:3.11-slim), 3.12 for the GPU image (Ubuntu 24.04's).
+# Keeps the current pins; `make lock LOCK_FLAGS=--upgrade` moves them to the newest versions pyproject.toml allows.
+uv_compile = $(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --python-version $(1) \
+	--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -q $(LOCK_FLAGS)
+lock: | $(PY)                      ## re-pin deploy/requirements.lock and deploy/requirements-gpu.lock
+	$(PY) -m pip install -q uv
+	$(call uv_compile,3.11) -o deploy/requirements.lock
+	$(call uv_compile,3.12) --extra gpu --no-emit-package onnxruntime -o deploy/requirements-gpu.lock
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from app.admission import Budget, DecodePool
+from app.cpus import CpuShare, cpu_share
 from app.handlers import install_error_handlers
 from app.memory import configure_allocator
 from app.middleware import ApiKey, BodySizeLimit, RequestTimeout
@@ -23,6 +23,7 @@ from app.routes import metrics as metrics_route
 from app.routes.docs import COMMON_ERRORS
 from app.runtime.registry import Observers, RuntimeConfig, StartupError, load_registry
 from app.settings import Settings
+from app.shutdown import on_stop_signal
 
 log = logging.getLogger("app")
 
@@ -34,21 +35,25 @@ computes inside. Every error is a 4xx JSON body `{"detail", "code"}`.
 """
 
 
-def cpu_share(settings: Settings) -> int:
+def worker_cores(settings: Settings, share: CpuShare) -> int:
     """Each worker's cores: none oversubscribed."""
-    return max(1, (os.cpu_count() or 1) // settings.workers)
+    return max(1, share.usable // settings.workers)
 
 
-def runtime_config(settings: Settings) -> RuntimeConfig:
-    share = cpu_share(settings)
+def runtime_config(settings: Settings, share: CpuShare | None = None) -> RuntimeConfig:
+    """How the models run, given the CPUs this container may use (read from the cgroup and affinity by default)."""
+    share = share or cpu_share()
+    log.info("CPUs: %s", share.describe())
+    per_worker = worker_cores(settings, share)
     # A model process pays when the worker has a core for its event loop and one for the model; with one core a
     # worker, the workers themselves keep the cores busy.
-    model_process = settings.model_process and share >= 2
+    model_process = settings.model_process and per_worker >= 2
     threads = settings.intra_op_threads
     if threads == 0 and model_process:
-        threads = max(1, share - 1)  # the worker's event loop keeps a core of its own
-    elif threads == 0 and settings.workers > 1:
-        threads = share
+        threads = max(1, per_worker - 1)  # the worker's event loop keeps a core of its own
+    elif threads == 0:
+        # Always explicit: ONNX Runtime's own default is the node's cores, whatever the container's quota.
+        threads = per_worker
     return RuntimeConfig(
         provider=settings.provider,
         intra_op_threads=threads,
@@ -70,12 +75,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_allocator()
+        share = cpu_share()
         try:
             registry = await anyio.to_thread.run_sync(
                 lambda: load_registry(
                     settings.models_dir,
                     default_model=settings.default_model,
-                    config=runtime_config(settings),
+                    config=runtime_config(settings, share),
                     observers=observers,
                 )
             )
@@ -85,10 +91,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for name, model in registry.models.items():
             metrics.models_loaded.labels(name).set(1 if model.available else 0)
         app.state.registry = registry
+        app.state.draining = False
+        on_stop_signal(lambda: setattr(app.state, "draining", True))
         pixels = Budget(
             settings.decode_budget_pixels, settings.admission_wait_s, "decoded pixels", "MNIST_DECODE_BUDGET_PIXELS"
         )
-        app.state.decode_pool = decode_pool = DecodePool(pixels, cpu_share(settings))
+        app.state.decode_pool = decode_pool = DecodePool(pixels, worker_cores(settings, share))
         log.info("serving %s (default %s)", ", ".join(registry.models), settings.default_model)
         # What survives start-up lives as long as the process: keep the garbage collector from rescanning it on every
         # collection (about 10% of a busy server's time otherwise). Start-up's own garbage is collected first.

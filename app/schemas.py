@@ -91,5 +91,5 @@ class ModelDetail(ModelSummary):
 
 
 class Health(BaseModel):
-    status: Literal["alive", "ready", "degraded", "not_ready"]
+    status: Literal["alive", "ready", "degraded", "not_ready", "draining"]
     models: dict[str, str] = Field(default_factory=dict, description="each model's status")

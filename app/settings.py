@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "MNIST_"
+# Keys copied from examples: a service started with one of them would accept anyone's forged tokens or calls.
+PLACEHOLDER_KEYS = frozenset(
+    {"change-me", "changeme", "change_me", "replace-me", "replaceme", "secret", "password", "example", "todo", "xxx"}
+)
 
 
 class Settings(BaseSettings):
@@ -77,6 +81,14 @@ class Settings(BaseSettings):
     token_key: str = ""
     """Key for the activation tokens' integrity check; replicas behind one address must share it."""
 
+    forwarded_allow_ips: str = "127.0.0.1"
+    """Proxies whose X-Forwarded-Proto and X-Forwarded-For are believed (comma-separated addresses or networks, `*`
+    for any): the URLs the service returns then carry the client's scheme, e.g. https behind a TLS ingress."""
+
+    keep_alive_s: int = Field(75, gt=0)
+    """Seconds an idle HTTP connection is kept open; longer than any load balancer's idle timeout in front (nginx
+    here 60, cloud balancers 60), so the balancer, never the service, closes a connection it may be reusing."""
+
     host: str = "127.0.0.1"
     """Address `python -m app` listens on (0.0.0.0 in the container)."""
 
@@ -98,3 +110,10 @@ class Settings(BaseSettings):
                     f" ({getattr(self, limit):,}), or the largest request accepted would wait alone for nothing"
                 )
         return self
+
+    @field_validator("token_key", "api_key")
+    @classmethod
+    def refuse_placeholders(cls, value: str) -> str:
+        if value.strip().lower() in PLACEHOLDER_KEYS:
+            raise ValueError(f"{value!r} is a placeholder, not a key: set a random one (openssl rand -base64 32)")
+        return value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from app.deps import RegistryDep
 from app.schemas import Health
@@ -16,9 +16,16 @@ async def live() -> Health:
     return Health(status="alive")
 
 
-@router.get("/ready", responses={503: {"model": Health, "description": "The default model is not serving"}})
-async def ready(registry: RegistryDep, response: Response) -> Health:
-    """Every model is loaded and warmed up (`degraded`: some failed to load, the default serves)."""
+@router.get(
+    "/ready",
+    responses={503: {"model": Health, "description": "The default model is not serving, or the service stops"}},
+)
+async def ready(registry: RegistryDep, request: Request, response: Response) -> Health:
+    """Every model is loaded and warmed up (`degraded`: some failed to load, the default serves); `draining` from the
+    moment the process is asked to stop, so no balancer sends it new work."""
+    if getattr(request.app.state, "draining", False):
+        response.status_code = 503
+        return Health(status="draining")
     statuses = {name: "ready" if m.available else f"unavailable: {m.error}" for name, m in registry.models.items()}
     if not registry.models[registry.default_model].available:
         response.status_code = 503

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from app.cpus import CpuShare
 from app.main import runtime_config
 from app.settings import Settings
 
@@ -49,12 +50,20 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     [
         (1, True, (True, 1)),  # the event loop on one core, the model on the other
         (2, True, (False, 1)),  # a core a worker: the workers keep both busy
-        (1, False, (False, 0)),  # ONNX Runtime's default: every core
+        (1, False, (False, 2)),  # explicit: ONNX Runtime's own default would be the node's cores
     ],
 )
 def test_the_model_process_and_its_threads_follow_the_cores(
-    monkeypatch: pytest.MonkeyPatch, workers: int, model_process: bool, expected: tuple[bool, int]
+    workers: int, model_process: bool, expected: tuple[bool, int]
 ) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    config = runtime_config(Settings(workers=workers, model_process=model_process))
+    share = CpuShare(cores=2, affinity=2, quota=None)
+    config = runtime_config(Settings(workers=workers, model_process=model_process), share)
     assert (config.model_process, config.intra_op_threads) == expected
+
+
+def test_threads_follow_the_container_quota_not_the_node() -> None:
+    # A 64-core node, a pod limited to 2 CPUs: one thread for the model beside the event loop, not 63.
+    config = runtime_config(Settings(), CpuShare(cores=64, affinity=64, quota=2.0))
+    assert (config.model_process, config.intra_op_threads) == (True, 1)
+    config = runtime_config(Settings(model_process=False), CpuShare(cores=64, affinity=64, quota=2.0))
+    assert config.intra_op_threads == 2

@@ -56,7 +56,7 @@ def test_tokens_are_bound_to_the_key(mnist_sample: Mnist) -> None:
 
 
 def test_tokens_of_the_draft_zlib_format_are_refused(mnist_sample: Mnist) -> None:
-    """Version 1 (zlib of the pixels) was a draft: a 0.1 service has no old clients. Even correctly keyed, it is refused."""
+    """Version 1 (zlib of the pixels) was a draft, and a 0.1 service has no old clients: even keyed right, refused."""
     pixels = mnist_sample.test.images[0].tobytes()
     payload = b"\x01" + zlib.compress(pixels) + hashlib.blake2b(pixels, digest_size=16, key=b"k").digest()
     with pytest.raises(BadToken, match="unknown version"):
