@@ -19,7 +19,10 @@ Mask = npt.NDArray[np.bool_]  # (H, W)
 Ints = npt.NDArray[np.intp]
 
 SPECK = 0.05  # a component with less ink than this share of the heaviest one is a speck
-EDGE_WEIGHT = 0.25  # a component touching the page's border counts for a quarter: page edges, shadows, fingers
+FRAME_BAND, FRAME_COVER = 0.08, 0.9  # a box: ink within 8% of each side of its bounding box along 90% of it,
+FRAME_INSIDE = 0.1  # and little inside (a written digit is a component of its own)
+BAR = 6  # a component this many times wider than tall is an underline or a rule: it may join a digit, not be one
+SOLID = 0.5  # a component filling this share of its box is a blob (the table beyond the page), not strokes
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,10 @@ class Runs:
 
 @dataclass(frozen=True)
 class Components:
-    """Per component: ink mass and bounding box (top, left, bottom, right; exclusive ends)."""
+    """Per component: ink mass, pixel count and bounding box (top, left, bottom, right; exclusive ends)."""
 
     mass: npt.NDArray[np.float64]
+    area: npt.NDArray[np.float64]
     top: Ints
     left: Ints
     bottom: Ints
@@ -84,18 +88,25 @@ def measure(runs: Runs, labels: Ints, score: Gray) -> Components:
     np.minimum.at(left, labels, runs.starts)
     np.maximum.at(bottom, labels, runs.rows + 1)
     np.maximum.at(right, labels, runs.ends)
-    return Components(np.bincount(labels, run_mass, count), top, left, bottom, right)
+    area = np.bincount(labels, runs.ends - runs.starts, count)
+    return Components(np.bincount(labels, run_mass, count), area, top, left, bottom, right)
 
 
-def digit_group(parts: Components, shape: tuple[int, int], gap: float) -> Ints:
-    """The indices of the components that make the digit: the heaviest one (border-touching ones count less),
-    grown by every non-speck component whose box lies within `gap` times the group's size of the group's box."""
-    height, width = shape
-    on_edge = (parts.top == 0) | (parts.left == 0) | (parts.bottom == height) | (parts.right == width)
-    weight = parts.mass * np.where(on_edge, EDGE_WEIGHT, 1.0)
-    candidates = weight >= SPECK * weight.max()
+def digit_group(
+    parts: Components, runs: Runs, labels: Ints, shape: tuple[int, int], *, gap: float, min_side: int
+) -> Ints:
+    """The indices of the components that make the digit: the heaviest one at least min_side across (touching the
+    border only if nothing else qualifies), grown by every component at least a third of min_side across whose box
+    lies within `gap` times the group's size of the group's box. BlankImage when there is none."""
+    sides = np.maximum(parts.bottom - parts.top, parts.right - parts.left)
+    frames = np.isin(np.arange(len(sides)), frame_indices(parts, runs, labels, shape, min_side))
+    bars = (parts.right - parts.left) >= BAR * (parts.bottom - parts.top)
+    seeds = _seed_weights(parts, shape) * (sides >= min_side) * ~frames * ~bars
+    if seeds.max() <= 0:
+        raise BlankImage()
+    candidates = (parts.mass >= SPECK * parts.mass[np.argmax(seeds)]) & (sides * 3 >= min_side) & ~frames
     group = np.zeros_like(candidates)
-    group[int(np.argmax(weight))] = True
+    group[int(np.argmax(seeds))] = True
     while True:
         top, left = parts.top[group].min(), parts.left[group].min()
         bottom, right = parts.bottom[group].max(), parts.right[group].max()
@@ -112,6 +123,36 @@ def digit_group(parts: Components, shape: tuple[int, int], gap: float) -> Ints:
         group = grown
 
 
+def frame_indices(parts: Components, runs: Runs, labels: Ints, shape: tuple[int, int], min_side: int) -> Ints:
+    """The components that are boxes printed on a form: ink along nearly all of each of the four sides of their
+    bounding box and little inside. A 0 or an 8 touches its box's sides only in their middle."""
+    sides = np.maximum(parts.bottom - parts.top, parts.right - parts.left)
+    frames = []
+    for index in np.flatnonzero(sides >= min_side):
+        top, left, bottom, right = parts.top[index], parts.left[index], parts.bottom[index], parts.right[index]
+        box = paint(runs, labels == index, shape)[top:bottom, left:right]
+        band = max(2, round(FRAME_BAND * min(box.shape)))
+        edges = (box[:band].any(axis=0), box[-band:].any(axis=0), box[:, :band].any(axis=1), box[:, -band:].any(axis=1))
+        hollow = box[band:-band, band:-band].mean() < FRAME_INSIDE if min(box.shape) > 2 * band else False
+        if hollow and min(edge.mean() for edge in edges) >= FRAME_COVER:
+            frames.append(index)
+    return np.array(frames, dtype=np.intp)
+
+
+def _seed_weights(parts: Components, shape: tuple[int, int]) -> npt.NDArray[np.float64]:
+    """Ink mass, zero for what touches the border (page edges, the table, shadows) unless no other component has
+    ink; then only what touches one side, is not solid and does not span half the page."""
+    height, width = shape
+    sides = (parts.top == 0).astype(int) + (parts.left == 0) + (parts.bottom == height) + (parts.right == width)
+    inside = np.where(sides > 0, 0.0, parts.mass)
+    if inside.max() > 0:
+        return inside
+    box_height, box_width = parts.bottom - parts.top, parts.right - parts.left
+    solid = parts.area >= SOLID * box_height * box_width
+    spans = (box_height * 2 > height) | (box_width * 2 > width)
+    return np.where(solid | spans | (sides > 1), 0.0, parts.mass)  # a digit cut by one edge, not a corner's wedge
+
+
 def paint(runs: Runs, chosen: Mask, shape: tuple[int, int]) -> Mask:
     """The mask of the chosen runs."""
     height, width = shape
@@ -122,15 +163,11 @@ def paint(runs: Runs, chosen: Mask, shape: tuple[int, int]) -> Mask:
 
 
 def digit_mask(ink: Mask, score: Gray, *, gap: float, min_side: int) -> Mask:
-    """The pixels of the digit among the ink: see digit_group. BlankImage when it is too small to be one."""
+    """The pixels of the digit among the ink: see digit_group. BlankImage when there is none."""
     runs = mask_runs(ink)
     if len(runs.rows) == 0:
         raise BlankImage()
     labels = run_labels(runs, ink.shape[1])
     parts = measure(runs, labels, score)
-    group = digit_group(parts, ink.shape, gap)
-    if max(parts.bottom[group].max() - parts.top[group].min(), parts.right[group].max() - parts.left[group].min()) < (
-        min_side
-    ):
-        raise BlankImage()
+    group = digit_group(parts, runs, labels, ink.shape, gap=gap, min_side=min_side)
     return paint(runs, np.isin(labels, group), ink.shape)

@@ -8,7 +8,7 @@ vertical lines while keeping the strokes that cross them, and keep the digit: th
 components, ignoring specks, page edges and shadows. The result is white ink on black, as normalise_polarity gives.
 
 Clean uploads skip all of it (`paper_ink` returns None): small images (MNIST crops, icons), transparent canvases,
-and light ink on a dark background.
+light ink on a dark background, and drawings on a flat background (most pixels at the border's exact level).
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ Ints = npt.NDArray[np.intp]
 
 WORK_SIDE = 384  # long side of the working copy: a digit of a sixth of the page is still 50+ px tall
 MIN_SIDE = 64  # smaller uploads are MNIST crops or icons: the MNIST chain reads them as they are
+FLAT = 2 / 255  # most pixels this close to the border's level: a digital drawing, with no light or paper to clean
 GRID_SIDE = 32  # long side of the coarse grid on which the light is estimated
 MIN_INK = 0.12  # the strongest ink must be this much darker than the paper, else the page is blank
 INK_SHARE = 0.45  # ink is what is darker than this share of the strongest ink
-SEGMENT = 12  # px: lines are followed in segments of this length, each may shift one row from the last
+SEGMENT = 8  # px: lines are followed in segments of this length, each may shift a row from the last (7 degrees)
 LINE_SPAN = 0.4  # a line runs straight over at least this share of the page's width (or height)
 LINE_WIDTH = 0.015  # ... and is at most this share of the long side thick (3 px at least): a digit's bar is thicker
 CROSSING_MARGIN = 0.15  # a line pixel this much darker than the line's own ink is a stroke crossing it
@@ -49,7 +50,11 @@ def paper_ink(image: Image.Image) -> Gray | None:
     if not _may_be_paper(image):
         return None
     rgb = working_rgb(image)
-    if float(np.median(_border(rgb @ LUMA))) < 0.5:  # light ink on a dark ground: not a photo of paper
+    luminance = rgb @ LUMA
+    paper = float(np.median(_border(luminance)))
+    if paper < 0.5:  # light ink on a dark ground: not a photo of paper
+        return None
+    if np.count_nonzero(np.abs(luminance - paper) <= FLAT) * 2 > luminance.size:  # a drawing on a flat ground
         return None
     flat = flatten_light(rgb)
     score = ink_score(flat)
@@ -118,15 +123,23 @@ def digit_ink(flat: npt.NDArray[np.float32], score: Gray) -> Gray:
     if strong < MIN_INK:
         raise BlankImage()
     threshold = INK_SHARE * strong
-    lines = line_pixels(score > threshold / 2)
     ink = score > threshold
-    removed = lines & ~crossing_strokes(flat, score, lines)
+    removed = ruling(flat, score, score > threshold / 2)  # found on fainter ink, where lines are unbroken
     kept = ink & ~removed
-    kept |= removed & ink & bridged(kept, lines)
+    kept |= ink & bridged(kept, removed)
     min_side = round(MIN_DIGIT_SIDE * max(score.shape))
     digit = digit_mask(kept, score, gap=GROUP_GAP, min_side=min_side)
     soft = np.clip((score - threshold / 2) / (strong - threshold / 2), 0.0, 1.0)
-    return np.where(_dilate(digit) & ~(removed & ~kept), soft, 0.0).astype(np.float32)
+    return np.where(_dilate(digit) & (kept | ~removed), soft, 0.0).astype(np.float32)
+
+
+def ruling(flat: npt.NDArray[np.float32], score: Gray, loose: Mask) -> Mask:
+    """Pixels of long lines that no stroke crosses. Horizontal and vertical lines apart: the red margin of ruled
+    paper is not the colour of its blue lines."""
+    removed = np.zeros_like(loose)
+    for lines in (_horizontal_lines(loose), _horizontal_lines(loose.T).T):
+        removed |= lines & ~crossing_strokes(flat, score, lines)
+    return removed
 
 
 def crossing_strokes(flat: npt.NDArray[np.float32], score: Gray, lines: Mask) -> Mask:
@@ -140,7 +153,7 @@ def crossing_strokes(flat: npt.NDArray[np.float32], score: Gray, lines: Mask) ->
 
 
 def bridged(kept: Mask, lines: Mask) -> Mask:
-    """Pixels with kept ink within BRIDGE px on both sides across a line: where a stroke ran through it."""
+    """Line pixels with kept ink within BRIDGE px on both sides across the line: where a stroke ran through it."""
     above, below, left, right = (np.zeros_like(kept) for _ in range(4))
     for step in range(1, BRIDGE + 1):
         above[step:] |= kept[:-step]

@@ -26,11 +26,13 @@ def main_preprocess(data: bytes) -> np.ndarray:
 
 
 def ruled_page_with_a_stroke(stroke: int = 90) -> Image.Image:
-    """Grey lines every 20 px on white, crossed by a vertical stroke of the `stroke` grey at columns 100-105."""
-    page = np.full((200, 300), 245, np.uint8)
+    """Grey lines every 20 px on white paper under a light gradient, crossed by a vertical stroke of the `stroke`
+    grey at rows 35-165, columns 100-105."""
+    page = np.full((200, 300), 245, np.float32)
     page[10::20] = 150
     page[35:166, 100:106] = stroke
-    return Image.fromarray(page).convert("RGB")
+    page *= np.linspace(1.0, 0.8, 300)[None, :]
+    return Image.fromarray(page.astype(np.uint8)).convert("RGB")
 
 
 @pytest.mark.parametrize("stroke", [90, 150], ids=["darker than the lines", "as dark as the lines"])
