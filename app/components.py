@@ -22,6 +22,7 @@ SPECK = 0.05  # a component with less ink than this share of the heaviest one is
 FRAME_BAND, FRAME_COVER = 0.08, 0.9  # a box: ink within 8% of each side of its bounding box along 90% of it,
 FRAME_INSIDE = 0.1  # and little inside (a written digit is a component of its own)
 BAR = 6  # a component this many times wider than tall is an underline or a rule: it may join a digit, not be one
+NEAR_EDGE = 0.03  # share of the long side within which a component is near a side of the page
 SOLID = 0.5  # a component filling this share of its box is a blob (the table beyond the page), not strokes
 
 
@@ -140,17 +141,21 @@ def frame_indices(parts: Components, runs: Runs, labels: Ints, shape: tuple[int,
 
 
 def _seed_weights(parts: Components, shape: tuple[int, int]) -> npt.NDArray[np.float64]:
-    """Ink mass, zero for what touches the border (page edges, the table, shadows) unless no other component has
-    ink; then only what touches one side, is not solid and does not span half the page."""
+    """Ink mass, zero for what touches the border or comes near two of its sides (page edges, the table beyond the
+    page, shadows, a corner) unless no other component has ink; then only what touches one side, is not solid and
+    does not span half the page: a digit cut by the edge of the photo."""
     height, width = shape
-    sides = (parts.top == 0).astype(int) + (parts.left == 0) + (parts.bottom == height) + (parts.right == width)
-    inside = np.where(sides > 0, 0.0, parts.mass)
+    edges = (parts.top, parts.left, height - parts.bottom, width - parts.right)  # distance to each side
+    margin = NEAR_EDGE * max(shape)
+    touching = sum((edge == 0).astype(int) for edge in edges)
+    near = sum((edge <= margin).astype(int) for edge in edges)
+    inside = np.where((touching > 0) | (near > 1), 0.0, parts.mass)
     if inside.max() > 0:
         return inside
     box_height, box_width = parts.bottom - parts.top, parts.right - parts.left
     solid = parts.area >= SOLID * box_height * box_width
     spans = (box_height * 2 > height) | (box_width * 2 > width)
-    return np.where(solid | spans | (sides > 1), 0.0, parts.mass)  # a digit cut by one edge, not a corner's wedge
+    return np.where(solid | spans | (near > 1), 0.0, parts.mass)
 
 
 def paint(runs: Runs, chosen: Mask, shape: tuple[int, int]) -> Mask:
