@@ -21,7 +21,7 @@ Ints = npt.NDArray[np.intp]
 SPECK = 0.05  # a component with less ink than this share of the heaviest one is a speck
 FRAME_BAND, FRAME_COVER = 0.08, 0.9  # a box: ink within 8% of each side of its bounding box along 90% of it,
 FRAME_INSIDE = 0.1  # and little inside (a written digit is a component of its own)
-BAR = 6  # a component this many times wider than tall is an underline or a rule: it may join a digit, not be one
+BAR = 6  # a component this many times wider than tall is an underline, a rule or what is left of a box
 NEAR_EDGE = 0.03  # share of the long side within which a component is near a side of the page
 SOLID = 0.5  # a component filling this share of its box is a blob (the table beyond the page), not strokes
 
@@ -105,7 +105,7 @@ def digit_group(
     seeds = _seed_weights(parts, shape) * (sides >= min_side) * ~frames * ~bars
     if seeds.max() <= 0:
         raise BlankImage()
-    candidates = (parts.mass >= SPECK * parts.mass[np.argmax(seeds)]) & (sides * 3 >= min_side) & ~frames
+    candidates = (parts.mass >= SPECK * parts.mass[np.argmax(seeds)]) & (sides * 3 >= min_side) & ~frames & ~bars
     group = np.zeros_like(candidates)
     group[int(np.argmax(seeds))] = True
     while True:

@@ -146,7 +146,7 @@ def crossing_strokes(flat: npt.NDArray[np.float32], score: Gray, lines: Mask) ->
     """Line pixels that belong to a stroke crossing the line: clearly darker than the line, or of another colour."""
     if not lines.any():
         return lines
-    line_score = float(np.median(score[lines]))
+    line_score = float(np.percentile(score[lines], 90))  # the line's core: its faint edges are most of its pixels
     line_colour = np.median(flat[lines], axis=0)
     other_colour = np.linalg.norm(flat - line_colour, axis=2) > CROSSING_COLOUR
     return lines & ((score > line_score + CROSSING_MARGIN) | (other_colour & (score > line_score)))
