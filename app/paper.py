@@ -8,7 +8,7 @@ vertical lines while keeping the strokes that cross them, and keep the digit: th
 components, ignoring specks, page edges and shadows. The result is white ink on black, as normalise_polarity gives.
 
 Clean uploads skip all of it (`paper_ink` returns None): small images (MNIST crops, icons), transparent canvases,
-light ink on a dark background, and drawings on a flat background (most pixels at the border's exact level).
+light ink on a dark background, and drawings on white (most pixels at 250-255).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ Ints = npt.NDArray[np.intp]
 
 WORK_SIDE = 384  # long side of the working copy: a digit of a sixth of the page is still 50+ px tall
 MIN_SIDE = 64  # smaller uploads are MNIST crops or icons: the MNIST chain reads them as they are
-FLAT = 2 / 255  # most pixels this close to the border's level: a digital drawing, with no light or paper to clean
+WHITE = 250 / 255  # most pixels this white: a digital drawing (photographed paper is never lit this evenly)
 GRID_SIDE = 32  # long side of the coarse grid on which the light is estimated
 MIN_INK = 0.12  # the strongest ink must be this much darker than the paper, else the page is blank
 INK_SHARE = 0.45  # ink is what is darker than this share of the strongest ink
@@ -54,7 +54,7 @@ def paper_ink(image: Image.Image) -> Gray | None:
     paper = float(np.median(_border(luminance)))
     if paper < 0.5:  # light ink on a dark ground: not a photo of paper
         return None
-    if np.count_nonzero(np.abs(luminance - paper) <= FLAT) * 2 > luminance.size:  # a drawing on a flat ground
+    if paper >= WHITE and np.count_nonzero(luminance >= WHITE) * 2 > luminance.size:  # a drawing on white
         return None
     flat = flatten_light(rgb)
     score = ink_score(flat)
