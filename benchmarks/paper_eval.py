@@ -153,14 +153,47 @@ def _median_ms(run: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def example_strip(photo: Photo) -> Image.Image:
+    """The upload (thumbnail), then the 28x28 the model saw before and after, enlarged 4x with plain pixels."""
+    upload = decode_image(photo.data).convert("RGB")
+    upload.thumbnail((160, 160))
+    strip = Image.new("RGB", (upload.width + 2 * 124, max(upload.height, 112)), "white")
+    strip.paste(upload, (0, 0))
+    for column, prepare in enumerate((before, mnist_digit)):
+        try:
+            digit = prepare(decode_image(photo.data))
+        except ServiceError:
+            digit = np.zeros((28, 28), np.uint8)
+        strip.paste(
+            Image.fromarray(digit).resize((112, 112), Image.Resampling.NEAREST), (upload.width + 12 + 124 * column, 0)
+        )
+    return strip
+
+
+def write_examples(directory: Path, seed: int) -> None:
+    """A few before/after strips for the README, from a development seed's photos."""
+    test = load_mnist(verify=False).test
+    directory.mkdir(parents=True, exist_ok=True)
+    for index, name in enumerate(GENERATORS):
+        rng = np.random.default_rng([seed, index])
+        for number in range(3):
+            example_strip(GENERATORS[name](test.images[number + 3 * index], rng)).save(
+                directory / f"{name}-{number}.png", optimize=True
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=1000, help="photos per set (default 1000)")
     parser.add_argument("--seed", type=int, default=REPORTED_SEED, help="rendering seed; develop with another")
     parser.add_argument("--model", default="cnn", help="committed model to evaluate (default cnn)")
     parser.add_argument("--no-timing", action="store_true", help="skip the 12 MP timing (development runs)")
+    parser.add_argument("--examples", type=Path, help="write before/after example strips to this folder and stop")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
+    if args.examples:
+        write_examples(args.examples, args.seed)
+        return
     ort_options = ort.SessionOptions()
     ort_options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(ROOT / "models" / args.model / "model.onnx"), ort_options)
