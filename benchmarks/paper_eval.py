@@ -70,7 +70,7 @@ def by_condition(photos: list[Photo], correct: list[bool]) -> dict[str, tuple[in
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for photo, right in zip(photos, correct, strict=True):
         for key, value in photo.conditions.items():
-            counts[f"{key}={value}"][0] += right
+            counts[f"{key}={value}"][0] += int(right)
             counts[f"{key}={value}"][1] += 1
     return {key: (right, total) for key, (right, total) in sorted(counts.items())}
 
