@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MNIST_DIR ?= ../shared/data/mnist
 export MNIST_DIR
 
-.PHONY: install install-dev install-train run test check format train evaluate bench soak fuzz docker lock clean
+.PHONY: install install-dev install-train run test check format train evaluate evaluate-paper bench soak fuzz docker lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ train: install-train               ## retrain every model from $MNIST_DIR into m
 
 evaluate: install-train            ## re-measure the committed models on the MNIST test set
 	$(PY) -m training evaluate --data-dir $(MNIST_DIR)
+
+evaluate-paper: install           ## accuracy on photos of digits on paper, before/after the paper stage (issue 20)
+	$(PY) -m benchmarks.paper_eval
 
 bench: install-dev                 ## load-test the service against its ceiling and peers (needs wrk)
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)

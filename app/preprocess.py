@@ -27,6 +27,7 @@ from app.errors import (
     TruncatedImage,
     UnsupportedFormat,
 )
+from app.paper import paper_ink
 
 Gray = npt.NDArray[np.float32]  # (H, W) in [0, 1]
 Digit = npt.NDArray[np.uint8]  # (28, 28), white digit on black
@@ -317,8 +318,9 @@ def mnist_digit(image: Image.Image) -> Digit:
     pixels = mnist_layout_pixels(image)
     if pixels is not None:
         return pixels
-    gray = to_grayscale(image)
-    ink = normalise_polarity(gray)
+    ink = paper_ink(image)  # photos of paper: the handwriting alone; None for clean uploads
+    if ink is None:
+        ink = normalise_polarity(to_grayscale(image))
     digit = fit_box(thicken_strokes(crop_to_ink(ink)))
     if float(digit.max()) < MIN_CONTRAST:
         raise BlankImage()

@@ -30,6 +30,9 @@ class Prediction(BaseModel):
         description="GET it for the activation maps of this same preprocessed image, from any replica",
         examples=["http://127.0.0.1:8000/activations?input=AXjaY2AYBaNgFIyCUTAKRsEoGAUDAQAAcAAB...&model=cnn"],
     )
+    input_png: str | None = Field(
+        None, description="with ?debug=true: the 28x28 image the model saw, as a base64 PNG (white digit on black)"
+    )
 
 
 class BatchItem(BaseModel):

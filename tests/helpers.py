@@ -42,3 +42,28 @@ def canvas_of(
     canvas = Image.new("RGBA", (size, size), (*colour, 0))
     canvas.putalpha(alpha)
     return canvas
+
+
+def paper_photo_of(
+    digit: npt.NDArray[np.uint8] | None,
+    *,
+    paper: str = "squared",
+    ink: tuple[int, int, int] = (30, 50, 150),
+    line: tuple[int, int, int] = (165, 195, 230),
+    size: tuple[int, int] = (400, 300),
+    spacing: int = 24,
+) -> Image.Image:
+    """A photo-like RGB picture of a digit written on ruled or squared paper under a light gradient: the digit's grey
+    levels multiply the paper by the ink's colour (ink absorbs light); None writes no digit (a blank page)."""
+    width, height = size
+    page = np.empty((height, width, 3), np.float32)
+    page[:] = (242, 240, 232)
+    page[spacing // 2 :: spacing] = line
+    if paper == "squared":
+        page[:, spacing // 3 :: spacing] = line
+    if digit is not None:
+        alpha = np.asarray(Image.fromarray(digit).resize((140, 140), Image.Resampling.BICUBIC), np.float32)[..., None]
+        window = page[80:220, 150:290]
+        window *= 1 - alpha / 255 + alpha / 255 * np.array(ink, np.float32) / 255
+    page *= np.linspace(1.0, 0.75, width, dtype=np.float32)[None, :, None]  # light from the left
+    return Image.fromarray(np.clip(page, 0, 255).astype(np.uint8))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import quote
@@ -10,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
+from PIL import Image
 from pydantic import BaseModel
 from starlette.routing import request_response
 
@@ -54,6 +57,23 @@ def json_response(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
+DEBUG_PARAMETER: dict[str, Any] = {
+    "name": "debug",
+    "in": "query",
+    "required": False,
+    "description": "true: also return `input_png`, the 28x28 image the model saw",
+    "schema": {"type": "boolean", "default": False},
+}
+TRUE = frozenset({"true", "1", "yes", "on"})  # what FastAPI reads as a true bool
+
+
+def digit_png(digit: Digit) -> str:
+    """The 28x28 digit as a base64 PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(digit).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def make_prediction(
     request: Request, model: LoadedModel, digit: Digit, probabilities: npt.NDArray[np.float32], token_key: str
 ) -> Prediction:
@@ -77,7 +97,7 @@ def make_prediction(
     "/predict",
     response_model=Prediction,
     responses=ERRORS,
-    openapi_extra={**IMAGE_BODY, "parameters": [MODEL_PARAMETER]},
+    openapi_extra={**IMAGE_BODY, "parameters": [MODEL_PARAMETER, DEBUG_PARAMETER]},
 )
 async def predict_digit(request: Request) -> Response:
     """Classify one digit image (PNG, JPEG, BMP, GIF, WebP, TIFF; any size, either polarity).
@@ -88,6 +108,8 @@ async def predict_digit(request: Request) -> Response:
     digit = await prepare_digit(request, await read_image(request))
     outputs = await loaded.infer(model_input(digit[np.newaxis]), ["probabilities"])
     prediction = make_prediction(request, loaded, digit, outputs["probabilities"][0], settings.token_key)
+    if request.query_params.get("debug", "").lower() in TRUE:
+        prediction.input_png = digit_png(digit)
     return json_response(prediction)
 
 

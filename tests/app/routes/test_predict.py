@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import base64
+import io
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from tests.helpers import MODELS_DIR, encode, photo_of
 from training.data import Mnist
@@ -71,3 +75,12 @@ def test_batch_limit(client: TestClient, mnist_sample: Mnist) -> None:
     response = client.post("/predict/batch", files=files)
     assert response.status_code == 400
     assert response.json() == {"detail": "9 images sent; at most 8 are accepted per request.", "code": "too_many_files"}
+
+
+def test_debug_returns_the_image_the_model_saw(client: TestClient, mnist_sample: Mnist) -> None:
+    data = encode(mnist_sample.test.images[0])
+    body = client.post("/predict?debug=true", content=data, headers={"content-type": "image/png"}).json()
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["input_png"]))))
+    np.testing.assert_array_equal(seen, mnist_sample.test.images[0])
+    plain = client.post("/predict", content=data, headers={"content-type": "image/png"}).json()
+    assert plain["input_png"] is None
