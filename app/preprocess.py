@@ -58,9 +58,11 @@ class Limits:
 
 
 # Decoded images are reduced to this longest side before anything else: the chain ends at 20x20 pixels, and a digit
-# that fills a tenth of the picture still spans ~100 (WORK_SIZE). A 6000x6000 JPEG then decodes at 1/8 scale
-# (~1.7 MB of pixels instead of 108 MB, and 250 MB per image once in float copies, measured before this limit).
-DECODE_SIDE = 1024
+# that fills a tenth of the picture still spans ~100 (WORK_SIZE). A 6000x6000 JPEG then decodes at 1/4 scale (~6.8 MB
+# of pixels instead of 108 MB, and 250 MB per image once in float copies, measured before this limit). 1,000 rather
+# than 1,024: a phone's 4000x3000 photo decodes at 1/4, not 1/2; its whole preparation took 36 ms on one core instead
+# of 67 (benchmarks/paper_eval.py).
+DECODE_SIDE = 1000
 
 # Pillow's modes that its reduce and resize cannot average, converted first (palette indices, bilevel, 16-bit, CMYK).
 _WORKING_MODES = {"1": "L", "I;16": "I", "I;16L": "I", "I;16B": "I", "I;16N": "I", "CMYK": "RGB", "YCbCr": "RGB",
