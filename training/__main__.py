@@ -13,6 +13,7 @@ EXAMPLES = f"""examples:
   python -m training download --data-dir data/mnist
   python -m training train --model all --data-dir ../shared/data/mnist
   python -m training train --model cnn --resume          # re-export the last checkpoint
+  python -m training calibrate --model all --data-dir ../shared/data/mnist   # no retraining
   python -m training evaluate --data-dir ../shared/data/mnist
 
 The data directory defaults to ${DATA_DIR_ENV}, then ./data/mnist."""
@@ -34,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="reuse a CNN checkpoint instead of training again")
     train.add_argument("--epochs", type=int, help="override the CNN epochs (for quick runs)")
     train.add_argument("--iterations", type=int, help="override the linear models' SGD iterations")
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="calibrate the exported models' probabilities and (re)train their not-a-digit detectors, no retraining",
+    )
+    _data_options(calibrate)
+    calibrate.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="all", help="which model to calibrate")
 
     evaluate = commands.add_parser("evaluate", help="measure the ONNX models in the models directory")
     _data_options(evaluate)
@@ -80,18 +88,32 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_calibrate(args: argparse.Namespace) -> int:
+    from training.pipeline import publish_trust
+
+    data = _load(args)
+    for name in _names(args.model):
+        publish_trust(args.models_dir / name, data)
+    return 0
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from app.cards import read_card
     from training.evaluate import evaluate
+    from training.trust import measure
 
     data = _load(args)
-    print(f"{'model':<10}{'test accuracy':>15}{'card says':>12}{'images/s/core':>15}")
+    print(
+        f"{'model':<10}{'test accuracy':>15}{'card says':>12}{'images/s/core':>15}"
+        f"{'test ECE':>10}{'digits flagged':>16}{'non-digits caught':>19}"
+    )
     for name in _names(args.model):
         card = read_card(args.models_dir / name)
         metrics, _ = evaluate(args.models_dir / name / card.file, data.test, data.validation)
+        ece, flagged, caught = measure(args.models_dir / name, data)
         print(
             f"{name:<10}{metrics.test_accuracy:>15.2%}{card.metrics.test_accuracy:>12.2%}"
-            f"{metrics.images_per_second_per_core:>15,.0f}"
+            f"{metrics.images_per_second_per_core:>15,.0f}{ece:>10.2%}{flagged:>16.2%}{caught:>19.2%}"
         )
     return 0
 
@@ -107,7 +129,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": run_train, "evaluate": run_evaluate, "download": run_download}
+    handlers = {"train": run_train, "calibrate": run_calibrate, "evaluate": run_evaluate, "download": run_download}
     try:
         return handlers[args.command](args)
     except MnistError as exc:
