@@ -1,7 +1,8 @@
 """Answers that can be trusted, added to an exported model without retraining it.
 
 1. Calibration: one temperature, fitted on the validation split by minimising the NLL, folded into the graph
-   (probabilities = softmax(logits / T)); `logits` stay raw.
+   (probabilities = softmax(logits / T)); `logits` stay raw. Where one temperature leaves the validation ECE above
+   1% (the linear SVM, whose hinge scores are no log-odds), one scale and one bias per class (vector scaling).
 2. Not a digit: a small head on features the model already computes (a CNN's activation maps pooled by mean and
    max; a linear model's logits), trained in NumPy with outlier exposure on generated non-digits, exported as the
    output `digit_score` in [0, 1]. The model's own weights are frozen: its digits and accuracy do not change.
@@ -79,6 +80,49 @@ def fit_temperature(logits: npt.NDArray[np.floating], labels: npt.NDArray[np.int
         a, b = high - ratio * (high - low), low + ratio * (high - low)
         low, high = (low, b) if nll(a) < nll(b) else (a, high)
     return float(np.exp((low + high) / 2))
+
+
+TARGET_ECE = 0.01
+
+
+@dataclasses.dataclass
+class Scaling:
+    """probabilities = softmax(logits * scale + bias): a temperature (scale 1/T, no bias) or one of each per class."""
+
+    scale: npt.NDArray[np.float64]  # () or (10,)
+    bias: npt.NDArray[np.float64]  # (10,)
+
+    def apply(self, logits: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+        return softmax(logits.astype(np.float64) * self.scale + self.bias)
+
+
+def fit_vector_scaling(logits: npt.NDArray[np.floating], labels: npt.NDArray[np.integer], temperature: float
+                       ) -> Scaling:  # fmt: skip
+    """Per-class scale and bias minimising the NLL (full-batch Adam), starting from the temperature's solution."""
+    x, truth = logits.astype(np.float64), np.eye(logits.shape[1])[labels]
+    params = [np.full(x.shape[1], 1.0 / temperature), np.zeros(x.shape[1])]
+    moments = [(np.zeros(x.shape[1]), np.zeros(x.shape[1])) for _ in params]
+    for step in range(1, 3001):
+        error = softmax(x * params[0] + params[1]) - truth  # d(NLL)/d(scaled logits), times N
+        grads = [(error * x).mean(axis=0), error.mean(axis=0)]
+        for p, g, (m, v) in zip(params, grads, moments, strict=True):
+            m[:] = 0.9 * m + 0.1 * g
+            v[:] = 0.999 * v + 0.001 * g * g
+            p -= 0.01 * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
+    return Scaling(scale=params[0], bias=params[1])
+
+
+def fit_scaling(logits: npt.NDArray[np.floating], labels: npt.NDArray[np.integer]) -> tuple[Scaling, float]:
+    """A temperature, or vector scaling where the temperature leaves the validation ECE above the target and
+    vector scaling lowers it; and the fitted temperature."""
+    temperature = fit_temperature(logits, labels)
+    scaling = Scaling(scale=np.array(1.0 / temperature), bias=np.zeros(logits.shape[1]))
+    ece = calibration_metrics(scaling.apply(logits), labels).ece
+    if ece > TARGET_ECE:
+        vector = fit_vector_scaling(logits, labels, temperature)
+        if calibration_metrics(vector.apply(logits), labels).ece < ece:
+            return vector, temperature
+    return scaling, temperature
 
 
 # --- the detector's features and head ---------------------------------------------------------------------------
@@ -200,15 +244,17 @@ def with_features(proto: onnx.ModelProto, sources: list[str]) -> onnx.ModelProto
     return proto
 
 
-def trusted(proto: onnx.ModelProto, sources: list[str], temperature: float, head: Head) -> onnx.ModelProto:
+def trusted(proto: onnx.ModelProto, sources: list[str], scaling: Scaling, head: Head) -> onnx.ModelProto:
     """The stripped graph with calibrated probabilities and the `digit_score` output (N, 1)."""
     proto = strip(proto)
     graph = proto.graph
-    scale = f"{PREFIX}inverse_temperature"
-    graph.initializer.append(numpy_helper.from_array(np.array(1.0 / temperature, dtype=np.float32), scale))
+    scale, bias = f"{PREFIX}scale", f"{PREFIX}bias"
+    graph.initializer.append(numpy_helper.from_array(scaling.scale.astype(np.float32), scale))
+    graph.initializer.append(numpy_helper.from_array(scaling.bias.astype(np.float32), bias))
     graph.node.append(helper.make_node("Mul", ["logits", scale], [f"{PREFIX}scaled"], name=f"{PREFIX}scaled"))
+    graph.node.append(helper.make_node("Add", [f"{PREFIX}scaled", bias], [f"{PREFIX}shifted"], name=f"{PREFIX}shifted"))
     softmax_node = next(n for n in graph.node if "probabilities" in n.output)
-    softmax_node.input[0] = f"{PREFIX}scaled"
+    softmax_node.input[0] = f"{PREFIX}shifted"
     nodes, initializers = head_nodes(head)
     graph.node.extend([*feature_nodes(proto, sources), *nodes])
     graph.initializer.extend(initializers)
@@ -314,14 +360,14 @@ def make_trusted(
     head = train_head(f_digits, f_others, seed)
 
     val_logits, f_val = run(probe, data.validation.images, ["logits", FEATURES])
-    temperature = fit_temperature(val_logits, data.validation.labels)
+    scaling, temperature = fit_scaling(val_logits, data.validation.labels)
     val_scores, val_other_scores = head.score(f_val)[:, 0], head.score(run(probe, val_others, [FEATURES])[0])[:, 0]
     threshold = float(np.quantile(val_scores, DIGITS_FLAGGED_ON_VALIDATION))
 
-    new = trusted(proto, sources, temperature, head)
+    new = trusted(proto, sources, scaling, head)
     test_logits, test_probabilities, test_scores = run(new, data.test.images, ["logits", "probabilities", SCORE])
     (eval_scores,) = run(new, eval_others, [SCORE])
-    expected = softmax(test_logits, temperature)
+    expected = scaling.apply(test_logits)
     f_test = run(probe, data.test.images, [FEATURES])[0]
     parity = {
         **card.parity.max_abs_diff,
@@ -348,7 +394,10 @@ def make_trusted(
     outputs = [o for o in card.outputs if o.name != SCORE] + [TensorSpec(name=SCORE, shape=[-1, 1])]
     raw = softmax(test_logits)
     calibration = Calibration(
+        method="vector" if scaling.scale.ndim else "temperature",
         temperature=round(temperature, 6),
+        class_scale=[round(float(v), 6) for v in scaling.scale] if scaling.scale.ndim else None,
+        class_bias=[round(float(v), 6) for v in scaling.bias] if scaling.scale.ndim else None,
         fitted_on=f"validation split ({len(data.validation):,} images), NLL",
         before=calibration_metrics(raw, data.test.labels),
         after=calibration_metrics(test_probabilities.astype(np.float64), data.test.labels),
