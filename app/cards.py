@@ -67,13 +67,10 @@ class CalibrationMetrics(_Frozen):
 
 
 class Calibration(_Frozen):
-    """Folded into the graph. temperature: probabilities = softmax(logits / temperature); vector: softmax(logits *
-    class_scale + class_bias), used where one temperature left the validation ECE above 1%."""
+    """Temperature scaling folded into the graph: probabilities = softmax(logits / temperature)."""
 
-    method: Literal["temperature", "vector"] = "temperature"
+    method: Literal["temperature"] = "temperature"
     temperature: float
-    class_scale: list[float] | None = None
-    class_bias: list[float] | None = None
     fitted_on: str
     before: CalibrationMetrics
     after: CalibrationMetrics

@@ -1,11 +1,11 @@
 """Answers that can be trusted, added to an exported model without retraining it.
 
-1. Calibration: one temperature, fitted on the validation split by minimising the NLL, folded into the graph
-   (probabilities = softmax(logits / T)); `logits` stay raw. Where one temperature leaves the validation ECE above
-   1% (the linear SVM, whose hinge scores are no log-odds), one scale and one bias per class (vector scaling).
+1. Calibration (training.calibration), folded into the graph: probabilities = softmax(logits / T); `logits`
+   stay raw.
 2. Not a digit: a small head on features the model already computes (a CNN's activation maps pooled by mean and
-   max; a linear model's logits), trained in NumPy with outlier exposure on generated non-digits, exported as the
-   output `digit_score` in [0, 1]. The model's own weights are frozen: its digits and accuracy do not change.
+   max; a linear model's logits and centred pixels), trained in NumPy with outlier exposure on generated
+   non-digits, exported as the output `digit_score` in [0, 1]. The model's own weights are frozen: its digits and
+   accuracy do not change.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from PIL import Image, ImageFilter
 
 from app.cards import (
     INPUT_NAME,
-    Calibration,
-    CalibrationMetrics,
     Detector,
     DetectorRates,
     ModelCard,
@@ -32,97 +30,15 @@ from app.cards import (
 from app.errors import ServiceError
 from app.preprocess import mnist_digit
 from training import nondigits
+from training.calibration import calibration_metrics, calibration_record, fit_calibration, softmax
 from training.data import Mnist
 from training.evaluate import session_for
 
-BINS = 15
 PREFIX = "trust_"  # every node and initialiser this module adds; removed before adding them again
 FEATURES, SCORE = f"{PREFIX}features", "digit_score"
 DIGITS_FLAGGED_ON_VALIDATION = 0.005  # the threshold lets this share of validation digits through as "not a digit"
 HIDDEN = 64
 Floats = npt.NDArray[np.float32]
-
-
-# --- calibration -----------------------------------------------------------------------------------------------
-
-
-def softmax(logits: npt.NDArray[np.floating], temperature: float = 1.0) -> npt.NDArray[np.float64]:
-    scaled = logits.astype(np.float64) / temperature
-    shifted = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def calibration_metrics(probabilities: npt.NDArray[np.floating], labels: npt.NDArray[np.integer]) -> CalibrationMetrics:
-    """ECE over 15 equal-width confidence bins, NLL and Brier score."""
-    confidence, predicted = probabilities.max(axis=1), probabilities.argmax(axis=1)
-    correct = (predicted == labels).astype(np.float64)
-    bins = np.minimum((confidence * BINS).astype(int), BINS - 1)
-    gaps = [abs(correct[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).mean() for b in set(bins)]
-    truth = np.eye(probabilities.shape[1])[labels]
-    return CalibrationMetrics(
-        ece=round(float(sum(gaps)), 5),
-        nll=round(float(-np.log(np.maximum(probabilities[np.arange(len(labels)), labels], 1e-12)).mean()), 5),
-        brier=round(float(((probabilities - truth) ** 2).sum(axis=1).mean()), 5),
-        mean_confidence=round(float(confidence.mean()), 5),
-        accuracy=round(float(correct.mean()), 5),
-    )
-
-
-def fit_temperature(logits: npt.NDArray[np.floating], labels: npt.NDArray[np.integer]) -> float:
-    """The temperature minimising the NLL: golden-section search on log T (the NLL is convex in 1/T)."""
-
-    def nll(log_t: float) -> float:
-        p = softmax(logits, float(np.exp(log_t)))[np.arange(len(labels)), labels]
-        return float(-np.log(np.maximum(p, 1e-300)).mean())
-
-    low, high, ratio = -4.0, 4.0, (np.sqrt(5) - 1) / 2
-    for _ in range(60):
-        a, b = high - ratio * (high - low), low + ratio * (high - low)
-        low, high = (low, b) if nll(a) < nll(b) else (a, high)
-    return float(np.exp((low + high) / 2))
-
-
-TARGET_ECE = 0.01
-
-
-@dataclasses.dataclass
-class Scaling:
-    """probabilities = softmax(logits * scale + bias): a temperature (scale 1/T, no bias) or one of each per class."""
-
-    scale: npt.NDArray[np.float64]  # () or (10,)
-    bias: npt.NDArray[np.float64]  # (10,)
-
-    def apply(self, logits: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
-        return softmax(logits.astype(np.float64) * self.scale + self.bias)
-
-
-def fit_vector_scaling(logits: npt.NDArray[np.floating], labels: npt.NDArray[np.integer], temperature: float
-                       ) -> Scaling:  # fmt: skip
-    """Per-class scale and bias minimising the NLL (full-batch Adam), starting from the temperature's solution."""
-    x, truth = logits.astype(np.float64), np.eye(logits.shape[1])[labels]
-    params = [np.full(x.shape[1], 1.0 / temperature), np.zeros(x.shape[1])]
-    moments = [(np.zeros(x.shape[1]), np.zeros(x.shape[1])) for _ in params]
-    for step in range(1, 3001):
-        error = softmax(x * params[0] + params[1]) - truth  # d(NLL)/d(scaled logits), times N
-        grads = [(error * x).mean(axis=0), error.mean(axis=0)]
-        for p, g, (m, v) in zip(params, grads, moments, strict=True):
-            m[:] = 0.9 * m + 0.1 * g
-            v[:] = 0.999 * v + 0.001 * g * g
-            p -= 0.01 * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
-    return Scaling(scale=params[0], bias=params[1])
-
-
-def fit_scaling(logits: npt.NDArray[np.floating], labels: npt.NDArray[np.integer]) -> tuple[Scaling, float]:
-    """A temperature, or vector scaling where the temperature leaves the validation ECE above the target and
-    vector scaling lowers it; and the fitted temperature."""
-    temperature = fit_temperature(logits, labels)
-    scaling = Scaling(scale=np.array(1.0 / temperature), bias=np.zeros(logits.shape[1]))
-    ece = calibration_metrics(scaling.apply(logits), labels).ece
-    if ece > TARGET_ECE:
-        vector = fit_vector_scaling(logits, labels, temperature)
-        if calibration_metrics(vector.apply(logits), labels).ece < ece:
-            return vector, temperature
-    return scaling, temperature
 
 
 # --- the detector's features and head ---------------------------------------------------------------------------
@@ -244,17 +160,15 @@ def with_features(proto: onnx.ModelProto, sources: list[str]) -> onnx.ModelProto
     return proto
 
 
-def trusted(proto: onnx.ModelProto, sources: list[str], scaling: Scaling, head: Head) -> onnx.ModelProto:
+def trusted(proto: onnx.ModelProto, sources: list[str], temperature: float, head: Head) -> onnx.ModelProto:
     """The stripped graph with calibrated probabilities and the `digit_score` output (N, 1)."""
     proto = strip(proto)
     graph = proto.graph
-    scale, bias = f"{PREFIX}scale", f"{PREFIX}bias"
-    graph.initializer.append(numpy_helper.from_array(scaling.scale.astype(np.float32), scale))
-    graph.initializer.append(numpy_helper.from_array(scaling.bias.astype(np.float32), bias))
+    scale = f"{PREFIX}inverse_temperature"
+    graph.initializer.append(numpy_helper.from_array(np.array(1.0 / temperature, dtype=np.float32), scale))
     graph.node.append(helper.make_node("Mul", ["logits", scale], [f"{PREFIX}scaled"], name=f"{PREFIX}scaled"))
-    graph.node.append(helper.make_node("Add", [f"{PREFIX}scaled", bias], [f"{PREFIX}shifted"], name=f"{PREFIX}shifted"))
     softmax_node = next(n for n in graph.node if "probabilities" in n.output)
-    softmax_node.input[0] = f"{PREFIX}shifted"
+    softmax_node.input[0] = f"{PREFIX}scaled"
     nodes, initializers = head_nodes(head)
     graph.node.extend([*feature_nodes(proto, sources), *nodes])
     graph.initializer.extend(initializers)
@@ -342,81 +256,101 @@ def feature_sources(card: ModelCard) -> list[str]:
     return [a.name for a in card.activations] if card.kind == "cnn" else ["logits", "centred"]
 
 
+@dataclasses.dataclass
+class DetectorData:
+    """What the head is trained, thresholded and judged on: (N, 28, 28) images, and each non-digit's family."""
+
+    digits: npt.NDArray[np.uint8]
+    uploads: int  # how many of the digits are redrawn as uploads
+    others: npt.NDArray[np.uint8]
+    val_others: npt.NDArray[np.uint8]
+    val_families: npt.NDArray[np.int64]
+    eval_others: npt.NDArray[np.uint8]
+    eval_families: npt.NDArray[np.int64]
+
+
+def detector_data(data: Mnist, seed: int) -> DetectorData:
+    budget = min(len(data.train), 20_000)  # the head converges well before; more costs minutes on 2 cores
+    uploads = as_uploads(data.train.images[: budget // 2], seed)
+    digits = np.concatenate([data.train.images[:budget], uploads])
+    val_others, val_families = nondigits.training_set(max(len(data.validation), 500), seed=nondigits.TRAINING_SEED + 1)
+    eval_others, eval_families = nondigits.evaluation_set()
+    return DetectorData(
+        digits=digits,
+        uploads=len(uploads),
+        others=nondigits.training_set(len(digits))[0],
+        val_others=val_others,
+        val_families=val_families,
+        eval_others=eval_others,
+        eval_families=eval_families,
+    )
+
+
+def detector_record(sources: list[str], sets: DetectorData, threshold: float, validation: DetectorRates,
+                    test: DetectorRates) -> Detector:  # fmt: skip
+    return Detector(
+        threshold=round(threshold, 6),
+        features=" + ".join(f"mean and max of {s}" if s.startswith("conv") else s for s in sources),
+        head=f"standardised features -> dense {HIDDEN}, ReLU -> dense 1 -> sigmoid; trained in NumPy",
+        training={
+            "digits": len(sets.digits),
+            "digits_redrawn_as_uploads": sets.uploads,
+            "non_digits": len(sets.others),
+            "families": list(nondigits.TRAINING_DRAWERS),
+            "generator_seed": nondigits.TRAINING_SEED,
+            "evaluation_seed": nondigits.EVALUATION_SEED,
+            "threshold_rule": f"{DIGITS_FLAGGED_ON_VALIDATION:.1%} of validation digits below it",
+        },
+        validation=validation,
+        test=test,
+    )
+
+
 def make_trusted(
     card: ModelCard, proto: onnx.ModelProto, data: Mnist, seed: int = 0, log: Callable[[str], None] = print
 ) -> Result:
     """Calibrate, train the detector, rewrite the graph and the card's new sections (figures are the caller's)."""
     sources = feature_sources(card)
-    probe = with_features(proto, sources)
-    budget = min(len(data.train), 20_000)  # the head converges well before; more costs minutes on 2 cores
-    uploads = as_uploads(data.train.images[: budget // 2], seed)
-    digits = np.concatenate([data.train.images[:budget], uploads])
-    others, _ = nondigits.training_set(len(digits))
-    val_others, val_families = nondigits.training_set(max(len(data.validation), 500), seed=nondigits.TRAINING_SEED + 1)
-    eval_others, eval_families = nondigits.evaluation_set()
-    log(f"{card.name}: features of {len(digits):,} digits and {len(others):,} generated non-digits")
-    (f_digits,) = run(probe, digits, [FEATURES])
-    (f_others,) = run(probe, others, [FEATURES])
-    head = train_head(f_digits, f_others, seed)
-
+    probe, sets = with_features(proto, sources), detector_data(data, seed)
+    log(f"{card.name}: features of {len(sets.digits):,} digits and {len(sets.others):,} generated non-digits")
+    head = train_head(run(probe, sets.digits, [FEATURES])[0], run(probe, sets.others, [FEATURES])[0], seed)
     val_logits, f_val = run(probe, data.validation.images, ["logits", FEATURES])
-    scaling, temperature = fit_scaling(val_logits, data.validation.labels)
-    val_scores, val_other_scores = head.score(f_val)[:, 0], head.score(run(probe, val_others, [FEATURES])[0])[:, 0]
+    temperature, criterion = fit_calibration(val_logits, data.validation.labels)
+    val_scores, val_other_scores = head.score(f_val)[:, 0], head.score(run(probe, sets.val_others, [FEATURES])[0])[:, 0]
     threshold = float(np.quantile(val_scores, DIGITS_FLAGGED_ON_VALIDATION))
 
-    new = trusted(proto, sources, scaling, head)
+    new = trusted(proto, sources, temperature, head)
     test_logits, test_probabilities, test_scores = run(new, data.test.images, ["logits", "probabilities", SCORE])
-    (eval_scores,) = run(new, eval_others, [SCORE])
-    expected = scaling.apply(test_logits)
-    f_test = run(probe, data.test.images, [FEATURES])[0]
+    eval_scores = run(new, sets.eval_others, [SCORE])[0][:, 0]
     parity = {
         **card.parity.max_abs_diff,
-        "probabilities": float(np.abs(test_probabilities - expected).max()),
-        SCORE: float(np.abs(test_scores - head.score(f_test)).max()),
+        "probabilities": float(np.abs(test_probabilities - softmax(test_logits, temperature)).max()),
+        SCORE: float(np.abs(test_scores - head.score(run(probe, data.test.images, [FEATURES])[0])).max()),
     }
-    train_names, eval_names = list(nondigits.TRAINING_DRAWERS), list(nondigits.EVALUATION_DRAWERS)
-    detector = Detector(
-        threshold=round(threshold, 6),
-        features=" + ".join(f"mean and max of {s}" if s.startswith("conv") else s for s in sources),
-        head=f"standardised features -> dense {HIDDEN}, ReLU -> dense 1 -> sigmoid; trained in NumPy",
-        training={
-            "digits": len(digits),
-            "digits_redrawn_as_uploads": len(uploads),
-            "non_digits": len(others),
-            "families": train_names,
-            "generator_seed": nondigits.TRAINING_SEED,
-            "evaluation_seed": nondigits.EVALUATION_SEED,
-            "threshold_rule": f"{DIGITS_FLAGGED_ON_VALIDATION:.1%} of validation digits below it",
-        },
-        validation=rates(val_scores, val_other_scores, val_families, train_names, threshold),
-        test=rates(test_scores[:, 0], eval_scores[:, 0], eval_families, eval_names, threshold),
-    )
-    outputs = [o for o in card.outputs if o.name != SCORE] + [TensorSpec(name=SCORE, shape=[-1, 1])]
-    raw = softmax(test_logits)
-    calibration = Calibration(
-        method="vector" if scaling.scale.ndim else "temperature",
-        temperature=round(temperature, 6),
-        class_scale=[round(float(v), 6) for v in scaling.scale] if scaling.scale.ndim else None,
-        class_bias=[round(float(v), 6) for v in scaling.bias] if scaling.scale.ndim else None,
-        fitted_on=f"validation split ({len(data.validation):,} images), NLL",
-        before=calibration_metrics(raw, data.test.labels),
-        after=calibration_metrics(test_probabilities.astype(np.float64), data.test.labels),
+    val_rates = rates(val_scores, val_other_scores, sets.val_families, list(nondigits.TRAINING_DRAWERS), threshold)
+    test_rates = rates(
+        test_scores[:, 0], eval_scores, sets.eval_families, list(nondigits.EVALUATION_DRAWERS), threshold
     )
     card = card.model_copy(
-        update={"outputs": outputs, "calibration": calibration, "detector": detector,
-                "parity": card.parity.model_copy(update={"max_abs_diff": parity})}
-    )  # fmt: skip
-    worst_digits = np.argsort(test_scores[:, 0])[:20]
-    worst_others = np.argsort(-eval_scores[:, 0])[:20]
+        update={
+            "outputs": [o for o in card.outputs if o.name != SCORE] + [TensorSpec(name=SCORE, shape=[-1, 1])],
+            "calibration": calibration_record(
+                temperature, criterion, test_logits, data.test.labels, len(data.validation)
+            ),
+            "detector": detector_record(sources, sets, threshold, val_rates, test_rates),
+            "parity": card.parity.model_copy(update={"max_abs_diff": parity}),
+        }
+    )
+    worst_digits, worst_others = np.argsort(test_scores[:, 0])[:20], np.argsort(-eval_scores)[:20]
     return Result(
         card=card,
         proto=new,
         head=head,
         test_probabilities=test_probabilities.astype(np.float64),
-        uncalibrated=raw,
+        uncalibrated=softmax(test_logits),
         worst_digits=data.test.images[worst_digits],
-        worst_others=eval_others[worst_others],
-        worst_scores=(test_scores[worst_digits, 0], eval_scores[worst_others, 0]),
+        worst_others=sets.eval_others[worst_others],
+        worst_scores=(test_scores[worst_digits, 0], eval_scores[worst_others]),
     )
 
 
