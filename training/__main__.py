@@ -15,6 +15,7 @@ EXAMPLES = f"""examples:
   python -m training train --model cnn --resume          # re-export the last checkpoint
   python -m training calibrate --model all --data-dir ../shared/data/mnist   # no retraining
   python -m training evaluate --data-dir ../shared/data/mnist
+  python -m training nondigits --out build/nondigits        # look at the evaluation non-digits
 
 The data directory defaults to ${DATA_DIR_ENV}, then ./data/mnist."""
 
@@ -46,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="measure the ONNX models in the models directory")
     _data_options(evaluate)
     evaluate.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="all", help="which model to evaluate")
+
+    nondigits = commands.add_parser(
+        "nondigits", help="write the generated non-digits (the evaluation set, or the training generator's) as PNGs"
+    )
+    nondigits.add_argument("--out", type=Path, required=True, help="directory to write <family>-<index>.png into")
+    nondigits.add_argument("--set", choices=["evaluation", "training"], default="evaluation", help="which generator")
+    nondigits.add_argument("--count", type=int, default=2000, help="how many images")
 
     download = commands.add_parser("download", help="fetch the four MNIST files, checksum-verified")
     download.add_argument("--data-dir", type=Path, default=None, help=f"target directory (default ${DATA_DIR_ENV})")
@@ -118,6 +126,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_nondigits(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from training import nondigits
+
+    generate = nondigits.evaluation_set if args.set == "evaluation" else nondigits.training_set
+    drawers = nondigits.EVALUATION_DRAWERS if args.set == "evaluation" else nondigits.TRAINING_DRAWERS
+    images, families = generate(args.count)
+    args.out.mkdir(parents=True, exist_ok=True)
+    names = list(drawers)
+    for index, (image, family) in enumerate(zip(images, families, strict=True)):
+        Image.fromarray(image).save(args.out / f"{names[family]}-{index:05d}.png")
+    print(f"{len(images)} images in {args.out}")
+    return 0
+
+
 def run_download(args: argparse.Namespace) -> int:
     from training.data import download, resolve_data_dir
 
@@ -129,7 +153,13 @@ def run_download(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": run_train, "calibrate": run_calibrate, "evaluate": run_evaluate, "download": run_download}
+    handlers = {
+        "train": run_train,
+        "calibrate": run_calibrate,
+        "evaluate": run_evaluate,
+        "nondigits": run_nondigits,
+        "download": run_download,
+    }
     try:
         return handlers[args.command](args)
     except MnistError as exc:

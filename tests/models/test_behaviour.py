@@ -48,6 +48,8 @@ def test_cnns_are_invariant_to_size_offset_polarity_and_alpha(variant, mnist_sam
         session = ort.InferenceSession(str(MODELS_DIR / name / "model.onnx"), providers=["CPUExecutionProvider"])
         digits = np.stack([preprocess(variant(image)) for image in images])
         assert (classify(session, digits) == labels).mean() >= 0.95, name
+        scores = session.run(["digit_score"], {"image": model_input(digits)})[0][:, 0]
+        assert (scores >= read_card(MODELS_DIR / name).detector.threshold).mean() >= 0.95, name  # still digits
 
 
 def test_a_thin_pen_seven_is_a_seven() -> None:

@@ -116,3 +116,12 @@ def test_trusting_again_replaces_what_it_added(trusted_softmax: tuple[ModelCard,
     assert len(trust.strip(again).graph.node) == len(trust.strip(result.proto).graph.node)
     logits, probabilities = trust.run(again, np.zeros((1, 28, 28), np.uint8), ["logits", "probabilities"])
     np.testing.assert_allclose(probabilities, calibration.softmax(logits, 2.0), atol=1e-6)  # the new T, not both
+
+
+def test_the_evaluation_set_can_be_written_out_to_look_at(tmp_path: Path) -> None:
+    from training.__main__ import main
+
+    assert main(["nondigits", "--out", str(tmp_path), "--count", "10"]) == 0
+    written = sorted(p.name.split("-0")[0] for p in tmp_path.glob("*.png"))
+    assert len(written) == 10
+    assert set(written) == set(nondigits.EVALUATION_DRAWERS)
