@@ -117,7 +117,8 @@ def make_prediction(
 async def predict_digit(request: Request) -> Response:
     """Classify one digit image (PNG, JPEG, BMP, GIF, WebP, TIFF; any size, either polarity).
 
-    Send it as multipart field `file`, or as the raw body with an `image/*` Content-Type.
+    Send it as multipart field `file`, or as the raw body with an `image/*` Content-Type. An image that does not
+    look like a handwritten digit is still answered (200) with `is_digit` false and a `detail` saying so.
     """
     settings, loaded = settings_of(request), registry_of(request).get(model_query(request))
     digit = await prepare_digit(await read_image(request), settings)
