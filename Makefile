@@ -43,7 +43,7 @@ format: install-dev
 train: install-train               ## retrain every model from $MNIST_DIR into models/
 	$(PY) -m training train --model all --data-dir $(MNIST_DIR)
 
-evaluate: install-train            ## re-measure the committed models on the MNIST test set
+evaluate: install-train            ## re-measure the committed models: accuracy, calibration, not-a-digit rates
 	$(PY) -m training evaluate --data-dir $(MNIST_DIR)
 
 evaluate-paper: install           ## accuracy on photos of digits on paper, before/after the paper stage (issue 20)

@@ -56,6 +56,48 @@ class Parity(_Frozen):
     max_abs_diff: dict[str, float]
 
 
+class CalibrationMetrics(_Frozen):
+    """How far `probabilities` are from the frequencies they claim, on the full MNIST test set."""
+
+    ece: float = Field(description="expected calibration error: |accuracy - confidence| over 15 equal-width bins")
+    nll: float = Field(description="mean negative log-likelihood of the true digit")
+    brier: float = Field(description="mean squared distance between the probabilities and the one-hot truth")
+    mean_confidence: float
+    accuracy: float
+
+
+class Calibration(_Frozen):
+    """Temperature scaling folded into the graph: probabilities = softmax(logits / temperature)."""
+
+    method: Literal["temperature"] = "temperature"
+    temperature: float
+    fitted_on: str
+    before: CalibrationMetrics
+    after: CalibrationMetrics
+
+
+class DetectorRates(_Frozen):
+    """How the detector's threshold splits a set of digits and a set of non-digits."""
+
+    digits: int
+    digits_flagged: float = Field(description="share of the digits called not a digit")
+    non_digits: int
+    non_digits_caught: float = Field(description="share of the non-digits called not a digit")
+    caught_per_family: dict[str, float]
+
+
+class Detector(_Frozen):
+    """The `digit_score` output: is the image a handwritten digit at all? Below `threshold`: not a digit."""
+
+    output: str = "digit_score"
+    threshold: float
+    features: str
+    head: str
+    training: dict[str, Any]
+    validation: DetectorRates = Field(description="the MNIST validation split and generated non-digits")
+    test: DetectorRates = Field(description="the MNIST test set and the separate non-digit evaluation set")
+
+
 class ModelCard(_Frozen):
     name: str
     version: str
@@ -75,6 +117,8 @@ class ModelCard(_Frozen):
     data_checksums: dict[str, str]
     library_versions: dict[str, str]
     created: str
+    calibration: Calibration | None = None
+    detector: Detector | None = None
 
 
 class ManifestEntry(_Frozen):

@@ -22,8 +22,28 @@ class Prediction(BaseModel):
     """The classification of one image."""
 
     digit: int = Field(ge=0, le=9, description="the most probable digit", examples=[7])
-    confidence: float = Field(description="probability of that digit", examples=[0.9993])
-    probabilities: list[float] = Field(description="probability of each digit 0-9", examples=[PROBABILITIES_EXAMPLE])
+    confidence: float = Field(
+        description="probability that `digit` is right, calibrated on held-out MNIST (of the answers given with"
+        " confidence 0.9, about 90% are right); meaningful when `is_digit` is true",
+        examples=[0.9993],
+    )
+    probabilities: list[float] = Field(
+        description="calibrated probability of each digit 0-9, assuming the image is a digit",
+        examples=[PROBABILITIES_EXAMPLE],
+    )
+    is_digit: bool = Field(
+        description="false when the image does not look like a handwritten digit (a letter, a symbol, a drawing, a"
+        " photo): `digit` is then only the best guess",
+        examples=[True],
+    )
+    digit_score: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="how much the image looks like a handwritten digit; below the model's threshold"
+        " (GET /models/{name}: card.detector.threshold) `is_digit` is false",
+        examples=[0.998],
+    )
+    detail: str | None = Field(None, description="in plain words, why `is_digit` is false; absent otherwise")
     model: str = Field(examples=["cnn"])
     model_version: str = Field(examples=["1"])
     activations_url: str = Field(

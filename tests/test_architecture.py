@@ -55,3 +55,21 @@ def test_committed_cards_validate_and_match_their_files(name: str) -> None:
 def test_committed_models_meet_their_accuracy_targets(name: str, target: float) -> None:
     """As recorded on the full test set at export; tests/models re-measures on the shipped sample."""
     assert read_card(MODELS_DIR / name).metrics.test_accuracy >= target
+
+
+@pytest.mark.parametrize("name", ["svm", "softmax", "lenet", "cnn"])
+def test_committed_models_are_calibrated_and_carry_a_detector(name: str) -> None:
+    """Issue 15's targets, as recorded on the full test set; tests/models re-measures on the shipped sample."""
+    card = read_card(MODELS_DIR / name)
+    assert card.calibration is not None
+    assert card.detector is not None
+    assert card.calibration.after.ece <= 0.01
+    # softmax: its test NLL is lowest near T = 1 while its test ECE needs T <= 0.95; no temperature (nor per-class
+    # scale and bias, measured) meets both, and the ECE is the target that makes `confidence` mean what it says.
+    allowance = 0.02 if name == "softmax" else 0.0
+    assert card.calibration.after.nll <= card.calibration.before.nll * (1 + allowance)
+    assert card.outputs[-1].name == card.detector.output == "digit_score"
+    assert card.detector.test.non_digits >= 1000
+    if name == "cnn":
+        assert card.detector.test.digits_flagged <= 0.01
+        assert card.detector.test.non_digits_caught >= 0.95

@@ -13,7 +13,9 @@ EXAMPLES = f"""examples:
   python -m training download --data-dir data/mnist
   python -m training train --model all --data-dir ../shared/data/mnist
   python -m training train --model cnn --resume          # re-export the last checkpoint
+  python -m training calibrate --model all --data-dir ../shared/data/mnist   # no retraining
   python -m training evaluate --data-dir ../shared/data/mnist
+  python -m training nondigits --out build/nondigits        # look at the evaluation non-digits
 
 The data directory defaults to ${DATA_DIR_ENV}, then ./data/mnist."""
 
@@ -35,9 +37,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="override the CNN epochs (for quick runs)")
     train.add_argument("--iterations", type=int, help="override the linear models' SGD iterations")
 
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="calibrate the exported models' probabilities and (re)train their not-a-digit detectors, no retraining",
+    )
+    _data_options(calibrate)
+    calibrate.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="all", help="which model to calibrate")
+
     evaluate = commands.add_parser("evaluate", help="measure the ONNX models in the models directory")
     _data_options(evaluate)
     evaluate.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="all", help="which model to evaluate")
+
+    nondigits = commands.add_parser(
+        "nondigits", help="write the generated non-digits (the evaluation set, or the training generator's) as PNGs"
+    )
+    nondigits.add_argument("--out", type=Path, required=True, help="directory to write <family>-<index>.png into")
+    nondigits.add_argument("--set", choices=["evaluation", "training"], default="evaluation", help="which generator")
+    nondigits.add_argument("--count", type=int, default=2000, help="how many images")
 
     download = commands.add_parser("download", help="fetch the four MNIST files, checksum-verified")
     download.add_argument("--data-dir", type=Path, default=None, help=f"target directory (default ${DATA_DIR_ENV})")
@@ -80,19 +96,49 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_calibrate(args: argparse.Namespace) -> int:
+    from training.pipeline import publish_trust
+
+    data = _load(args)
+    for name in _names(args.model):
+        publish_trust(args.models_dir / name, data)
+    return 0
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from app.cards import read_card
     from training.evaluate import evaluate
+    from training.trust import measure
 
     data = _load(args)
-    print(f"{'model':<10}{'test accuracy':>15}{'card says':>12}{'images/s/core':>15}")
+    print(
+        f"{'model':<10}{'test accuracy':>15}{'card says':>12}{'images/s/core':>15}"
+        f"{'test ECE':>10}{'digits flagged':>16}{'non-digits caught':>19}"
+    )
     for name in _names(args.model):
         card = read_card(args.models_dir / name)
         metrics, _ = evaluate(args.models_dir / name / card.file, data.test, data.validation)
+        ece, flagged, caught = measure(args.models_dir / name, data)
         print(
             f"{name:<10}{metrics.test_accuracy:>15.2%}{card.metrics.test_accuracy:>12.2%}"
-            f"{metrics.images_per_second_per_core:>15,.0f}"
+            f"{metrics.images_per_second_per_core:>15,.0f}{ece:>10.2%}{flagged:>16.2%}{caught:>19.2%}"
         )
+    return 0
+
+
+def run_nondigits(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from training import nondigits
+
+    generate = nondigits.evaluation_set if args.set == "evaluation" else nondigits.training_set
+    drawers = nondigits.EVALUATION_DRAWERS if args.set == "evaluation" else nondigits.TRAINING_DRAWERS
+    images, families = generate(args.count)
+    args.out.mkdir(parents=True, exist_ok=True)
+    names = list(drawers)
+    for index, (image, family) in enumerate(zip(images, families, strict=True)):
+        Image.fromarray(image).save(args.out / f"{names[family]}-{index:05d}.png")
+    print(f"{len(images)} images in {args.out}")
     return 0
 
 
@@ -107,7 +153,13 @@ def run_download(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": run_train, "evaluate": run_evaluate, "download": run_download}
+    handlers = {
+        "train": run_train,
+        "calibrate": run_calibrate,
+        "evaluate": run_evaluate,
+        "nondigits": run_nondigits,
+        "download": run_download,
+    }
     try:
         return handlers[args.command](args)
     except MnistError as exc:

@@ -25,9 +25,10 @@ from app.cards import (
     ManifestEntry,
     ModelCard,
     TensorSpec,
+    read_card,
     write_json,
 )
-from training import export, report
+from training import export, report, trust
 from training.config import DEFAULTS, MODEL_NAMES, NOTEBOOK_SVM, CnnConfig, LinearConfig
 from training.data import Mnist
 from training.evaluate import evaluate
@@ -181,6 +182,43 @@ def publish(name: str, trained: Trained, data: Mnist, models_dir: Path) -> Model
     return card
 
 
+FIGURE_ORDER = ("samples", "mean_image", "weights", "confusion", "misclassified", "reliability", "detector_errors")
+
+
+def publish_trust(folder: Path, data: Mnist, log: Callable[[str], None] = print) -> ModelCard:
+    """Calibrate the exported model in folder and add its not-a-digit detector: graph, card and figures rewritten."""
+    card = read_card(folder)
+    path = folder / card.file
+    result = trust.make_trusted(card, onnx.load(str(path)), data, log=log)
+    export.save(result.proto, path)
+    content = path.read_bytes()
+    card = result.card.model_copy(
+        update={"file_sha256": hashlib.sha256(content).hexdigest(), "file_bytes": len(content)}
+    )
+    report.reliability_figure(
+        result.uncalibrated, result.test_probabilities, data.test.labels, folder / "figures" / "reliability.png"
+    )
+    report.detector_errors_figure(
+        result.worst_digits, result.worst_scores[0], result.worst_others, result.worst_scores[1],
+        folder / "figures" / "detector_errors.png",
+    )  # fmt: skip
+    write_json(folder / CARD_FILE, card)
+    figures = sorted((folder / "figures").glob("*.png"), key=_figure_rank)
+    (folder / "card.md").write_text(report.card_markdown(card, [str(f.relative_to(folder)) for f in figures]))
+    assert card.calibration is not None
+    assert card.detector is not None
+    log(
+        f"{card.name}: T = {card.calibration.temperature:.3f}, test ECE {card.calibration.before.ece:.2%} ->"
+        f" {card.calibration.after.ece:.2%}; test digits flagged {card.detector.test.digits_flagged:.2%},"
+        f" evaluation non-digits caught {card.detector.test.non_digits_caught:.2%}"
+    )
+    return card
+
+
+def _figure_rank(path: Path) -> tuple[int, str]:
+    return (FIGURE_ORDER.index(path.stem) if path.stem in FIGURE_ORDER else len(FIGURE_ORDER), path.stem)
+
+
 def _activation_figures(path: Path, layers: list[ActivationLayer], image: Any, folder: Path) -> list[Path]:
     outputs = export.onnx_outputs(path, image)
     return [
@@ -230,6 +268,7 @@ def train_and_publish(
         trained = train_linear_stage(name, config, data, log)
     else:
         trained = train_cnn_stage(name, config, data, checkpoints, resume=resume, log=log)
-    card = publish(name, trained, data, models_dir)
+    publish(name, trained, data, models_dir)
+    card = publish_trust(models_dir / name, data, log=log)
     log(f"{name}: test accuracy {card.metrics.test_accuracy:.2%}, parity {max(card.parity.max_abs_diff.values()):.1e}")
     return card

@@ -109,9 +109,10 @@ def card_markdown(card: ModelCard, figures: list[str]) -> str:
         "",
         "## Outputs",
         "",
-        *(f"- `{o.name}` {o.shape}" for o in card.outputs if o.name in ("logits", "probabilities")),
+        *(f"- `{o.name}` {o.shape}" for o in card.outputs if o.name in ("logits", "probabilities", "digit_score")),
         *(f"- activation `{a.name}` {a.shape}: {a.description}" for a in card.activations),
         "",
+        *_trust_lines(card),
         "## Per-class recall",
         "",
         "| digit | " + " | ".join(str(d) for d in range(10)) + " |",
@@ -125,3 +126,77 @@ def card_markdown(card: ModelCard, figures: list[str]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def reliability_figure(
+    before: npt.NDArray[np.floating], after: npt.NDArray[np.floating], labels: npt.NDArray[np.integer], path: Path
+) -> Path:
+    """Accuracy against confidence in 15 equal-width bins, before and after calibration (the diagonal is perfect)."""
+    figure = Figure(figsize=(4.5, 4))
+    axis = figure.subplots()
+    edges = np.linspace(0, 1, 16)
+    for probabilities, label, marker in ((before, "before", "o"), (after, "after", "s")):
+        confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == labels
+        bins = np.minimum((confidence * 15).astype(int), 14)
+        used = [b for b in range(15) if (bins == b).any()]
+        points = [(confidence[bins == b].mean(), correct[bins == b].mean()) for b in used]
+        axis.plot(*zip(*points, strict=True), marker=marker, label=label)
+    axis.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfect")
+    axis.set(xlabel="confidence", ylabel="accuracy", title="reliability on the test set", xticks=edges[::3])
+    axis.legend()
+    return _save(figure, path)
+
+
+def detector_errors_figure(
+    digits: npt.NDArray[np.uint8],
+    digit_scores: npt.NDArray[np.float32],
+    others: npt.NDArray[np.uint8],
+    other_scores: npt.NDArray[np.float32],
+    path: Path,
+) -> Path:
+    """The detector's hardest cases: test digits with the lowest digit_score (first rows), then evaluation
+    non-digits with the highest."""
+    images = np.concatenate([digits, others])
+    titles = [f"digit {s:.2f}" for s in digit_scores] + [f"other {s:.2f}" for s in other_scores]
+    return _save(_grid(images, 10, titles), path)
+
+
+def _trust_lines(card: ModelCard) -> list[str]:
+    """The calibration and not-a-digit sections, when the card has them."""
+    lines: list[str] = []
+    if card.calibration:
+        c = card.calibration
+        lines += [
+            "## Calibration",
+            "",
+            f"Temperature scaling, T = {c.temperature:.4g} ({c.fitted_on}), folded into the graph: `probabilities` ="
+            " softmax(`logits` / T): every answer keeps its digit." + " Measured on the 10,000 test images:",
+            "",
+            "| | ECE (15 bins) | NLL | Brier | mean confidence | accuracy |",
+            "| --- | --- | --- | --- | --- | --- |",
+            *(
+                f"| {when} | {m.ece:.2%} | {m.nll:.4f} | {m.brier:.4f} | {m.mean_confidence:.2%} | {m.accuracy:.2%} |"
+                for when, m in (("before", c.before), ("after", c.after))
+            ),
+            "",
+        ]
+    if card.detector:
+        d = card.detector
+        lines += [
+            "## Not a digit",
+            "",
+            f"Output `{d.output}` in [0, 1]; below {d.threshold:.4g} the service answers `is_digit: false`."
+            f" Features: {d.features}. Head: {d.head}.",
+            "",
+            "| set | digits flagged | non-digits caught |",
+            "| --- | --- | --- |",
+            f"| validation: {d.validation.digits:,} digits, {d.validation.non_digits:,} generated non-digits"
+            f" | {d.validation.digits_flagged:.2%} | {d.validation.non_digits_caught:.2%} |",
+            f"| test: {d.test.digits:,} MNIST test digits, {d.test.non_digits:,} evaluation non-digits"
+            f" | {d.test.digits_flagged:.2%} | {d.test.non_digits_caught:.2%} |",
+            "",
+            "Evaluation non-digits caught per family: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in d.test.caught_per_family.items()),
+            "",
+        ]
+    return lines

@@ -74,12 +74,41 @@ def digit_png(digit: Digit) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+NOT_A_DIGIT = (
+    "This does not look like a handwritten digit (digit_score {score:.2f} is below {threshold:.2f}); the digit given is"
+    " only the model's best guess. Send one handwritten digit 0-9."
+)
+
+
+def wanted_outputs(model: LoadedModel) -> list[str]:
+    """The probabilities, and the detector's score when the model has one."""
+    assert model.card is not None
+    return ["probabilities"] if model.card.detector is None else ["probabilities", model.card.detector.output]
+
+
+def digit_verdict(model: LoadedModel, outputs: dict[str, npt.NDArray[np.float32]], index: int) -> tuple[bool, float]:
+    """(is_digit, digit_score) of one image; a model without a detector calls everything a digit (score 1)."""
+    assert model.card is not None
+    detector = model.card.detector
+    if detector is None:
+        return True, 1.0
+    score = float(outputs[detector.output][index, 0])
+    return score >= detector.threshold, score
+
+
 def make_prediction(
-    request: Request, model: LoadedModel, digit: Digit, probabilities: npt.NDArray[np.float32], token_key: str
+    request: Request,
+    model: LoadedModel,
+    digit: Digit,
+    probabilities: npt.NDArray[np.float32],
+    token_key: str,
+    verdict: tuple[bool, float] = (True, 1.0),
 ) -> Prediction:
     assert model.card is not None
     values = probabilities.tolist()  # Python floats from here: a numpy call costs more than the list operation
     best = values.index(max(values))
+    is_digit, score = verdict
+    threshold = model.card.detector.threshold if model.card.detector else 0.0
     # Built by hand: url_for walks every route, which costs more than the model call on a busy server. The token is
     # URL-safe base64 already.
     url = f"{base_url(request)}activations?input={encode_token(digit, token_key)}&model={quote(model.name)}"
@@ -87,6 +116,9 @@ def make_prediction(
         digit=best,
         confidence=values[best],
         probabilities=values,
+        is_digit=is_digit,
+        digit_score=score,
+        detail=None if is_digit else NOT_A_DIGIT.format(score=score, threshold=threshold),
         model=model.name,
         model_version=model.card.version,
         activations_url=url,
@@ -102,12 +134,14 @@ def make_prediction(
 async def predict_digit(request: Request) -> Response:
     """Classify one digit image (PNG, JPEG, BMP, GIF, WebP, TIFF; any size, either polarity).
 
-    Send it as multipart field `file`, or as the raw body with an `image/*` Content-Type.
+    Send it as multipart field `file`, or as the raw body with an `image/*` Content-Type. An image that does not
+    look like a handwritten digit is still answered (200) with `is_digit` false and a `detail` saying so.
     """
     settings, loaded = settings_of(request), registry_of(request).get(model_query(request))
     digit = await prepare_digit(request, await read_image(request))
-    outputs = await loaded.infer(model_input(digit[np.newaxis]), ["probabilities"])
-    prediction = make_prediction(request, loaded, digit, outputs["probabilities"][0], settings.token_key)
+    outputs = await loaded.infer(model_input(digit[np.newaxis]), wanted_outputs(loaded))
+    verdict = digit_verdict(loaded, outputs, 0)
+    prediction = make_prediction(request, loaded, digit, outputs["probabilities"][0], settings.token_key, verdict)
     if request.query_params.get("debug", "").lower() in TRUE:
         prediction.input_png = digit_png(digit)
     return json_response(prediction)
@@ -139,14 +173,14 @@ async def predict_digits(request: Request) -> Response:
     uploads = await read_images(request, settings.max_batch_images)
     digits = await _prepare_each(request, uploads)
     good = [d for d in digits if not isinstance(d, ServiceError)]
-    probabilities = (
-        (await loaded.infer(model_input(np.stack(good)), ["probabilities"]))["probabilities"] if good else []
-    )
-    results, next_good = [], iter(probabilities)
+    outputs = await loaded.infer(model_input(np.stack(good)), wanted_outputs(loaded)) if good else {}
+    results, next_good = [], iter(range(len(good)))
     for (filename, _), digit in zip(uploads, digits, strict=True):
         if isinstance(digit, ServiceError):
             results.append(BatchItem(filename=filename, error=ErrorBody(detail=digit.detail, code=digit.code)))
         else:
-            prediction = make_prediction(request, loaded, digit, next(next_good), settings.token_key)
+            index = next(next_good)
+            probabilities, verdict = outputs["probabilities"][index], digit_verdict(loaded, outputs, index)
+            prediction = make_prediction(request, loaded, digit, probabilities, settings.token_key, verdict)
             results.append(BatchItem(filename=filename, prediction=prediction))
     return json_response(BatchPrediction(model=loaded.name, results=results))

@@ -81,7 +81,8 @@ async def infer(
 ) -> Response:
     """Run the model on an `image` tensor, FP32 [N, 28, 28, 1] in [0, 1] or UINT8 in [0, 255].
 
-    Outputs: `logits`, `probabilities` and the model's activation layers; each as JSON or, with
+    Outputs: `logits` (raw), `probabilities` (calibrated), `digit_score` ([N, 1]: below the card's
+    detector threshold the image is not a digit) and the model's activation layers; each as JSON or, with
     `binary_data`, as raw little-endian bytes after the JSON header (binary tensor data extension).
     """
     model = model_version(registry, name, version)

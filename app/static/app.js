@@ -151,6 +151,7 @@ function showError(message) {
   box.textContent = message;
   box.hidden = false;
   document.getElementById("digit").textContent = "?";
+  document.getElementById("digit").classList.remove("not-digit");
   document.getElementById("confidence").textContent = "";
 }
 
@@ -159,6 +160,7 @@ function resetResults() {
   lastUpload = null;
   document.getElementById("error").hidden = true;
   document.getElementById("digit").textContent = "–";
+  document.getElementById("digit").classList.remove("not-digit");
   document.getElementById("confidence").textContent = "";
   renderBars(new Array(10).fill(0), -1);
   document.getElementById("maps").replaceChildren();
@@ -167,9 +169,15 @@ function resetResults() {
 
 function showPrediction(body) {
   document.getElementById("error").hidden = true;
-  document.getElementById("digit").textContent = body.digit;
-  document.getElementById("confidence").textContent =
-    `${(body.confidence * 100).toFixed(1)}% sure · ${body.model} v${body.model_version}`;
+  const digit = document.getElementById("digit");
+  const notDigit = body.is_digit === false;
+  // Not a digit: say so instead of a big number; the best guess and the score stay visible in the line below.
+  digit.textContent = notDigit ? "That doesn't look like a digit" : body.digit;
+  digit.classList.toggle("not-digit", notDigit);
+  const score = `digit score ${(body.digit_score ?? 1).toFixed(2)}`;
+  document.getElementById("confidence").textContent = notDigit
+    ? `${score} · best guess ${body.digit} · ${body.model} v${body.model_version}`
+    : `${(body.confidence * 100).toFixed(1)}% sure · ${score} · ${body.model} v${body.model_version}`;
   renderBars(body.probabilities, body.digit);
 }
 

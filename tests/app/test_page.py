@@ -17,6 +17,7 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"),
 ]
 SEVEN = [[(70, 60), (200, 60), (120, 230)]]
+STAR = [[(140, 30), (175, 240), (40, 110), (240, 110), (105, 240), (140, 30)], [(60, 260), (230, 260)]]
 ZERO = [[(140, 40), (90, 70), (75, 140), (95, 215), (140, 240), (185, 215), (205, 140), (190, 70), (140, 40)]]
 
 
@@ -104,6 +105,17 @@ def test_uploading_a_png_works(page, tmp_path: Path, mnist_sample: Mnist) -> Non
     path.write_bytes(encode(255 - mnist_sample.test.images[1]))  # a 2, dark on light
     page.set_input_files("#file", str(path))
     assert predicted(page) == str(mnist_sample.test.labels[1])
+
+
+def test_a_drawing_that_is_no_digit_is_called_so(page) -> None:
+    draw(page, STAR)
+    page.wait_for_function("() => document.getElementById('digit').textContent.includes('look like a digit')")
+    assert page.locator("#digit").inner_text() == "That doesn't look like a digit"
+    assert "digit score 0." in page.locator("#confidence").inner_text()
+    assert "best guess" in page.locator("#confidence").inner_text()
+    page.click("#clear")
+    draw(page, SEVEN)
+    assert predicted(page) == "7"  # a digit again: the big number is back
 
 
 def test_errors_are_shown_clearly(page, tmp_path: Path) -> None:

@@ -48,6 +48,8 @@ def test_cnns_are_invariant_to_size_offset_polarity_and_alpha(variant, mnist_sam
         session = ort.InferenceSession(str(MODELS_DIR / name / "model.onnx"), providers=["CPUExecutionProvider"])
         digits = np.stack([preprocess(variant(image)) for image in images])
         assert (classify(session, digits) == labels).mean() >= 0.95, name
+        scores = session.run(["digit_score"], {"image": model_input(digits)})[0][:, 0]
+        assert (scores >= read_card(MODELS_DIR / name).detector.threshold).mean() >= 0.95, name  # still digits
 
 
 def test_a_thin_pen_seven_is_a_seven() -> None:
@@ -65,3 +67,28 @@ def test_cnn_files_expose_their_convolution_activations(name: str, mnist_sample:
     for layer, maps in zip(card.activations, outputs, strict=True):
         assert list(maps.shape) == [4, *layer.shape]
         assert maps.min() >= 0
+
+
+@pytest.mark.parametrize("name", ["lenet", "cnn"])
+def test_the_cnns_tell_digits_from_non_digits(name: str, mnist_sample: Mnist) -> None:
+    """The shipped sample's digits pass; non-digits from the evaluation generator (never trained on) are caught."""
+    from training.nondigits import evaluation_set
+
+    session = ort.InferenceSession(str(MODELS_DIR / name / "model.onnx"), providers=["CPUExecutionProvider"])
+    threshold = read_card(MODELS_DIR / name).detector.threshold
+    digits = session.run(["digit_score"], {"image": model_input(mnist_sample.test.images)})[0][:, 0]
+    others = session.run(["digit_score"], {"image": model_input(evaluation_set(300)[0])})[0][:, 0]
+    assert (digits < threshold).mean() <= 0.02
+    assert (others < threshold).mean() >= 0.85
+
+
+def test_probabilities_are_calibrated_logits(mnist_sample: Mnist) -> None:
+    """What the graph returns is softmax(logits / T) with the card's T, for every model."""
+    for name in ("svm", "softmax", "lenet", "cnn"):
+        session = ort.InferenceSession(str(MODELS_DIR / name / "model.onnx"), providers=["CPUExecutionProvider"])
+        logits, probabilities = session.run(
+            ["logits", "probabilities"], {"image": model_input(mnist_sample.test.images)}
+        )
+        scaled = logits / read_card(MODELS_DIR / name).calibration.temperature
+        expected = np.exp(scaled - scaled.max(1, keepdims=True))
+        np.testing.assert_allclose(probabilities, expected / expected.sum(1, keepdims=True), atol=1e-5)

@@ -7,7 +7,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from tests.helpers import MODELS_DIR, encode, photo_of
 from training.data import Mnist
@@ -84,3 +84,47 @@ def test_debug_returns_the_image_the_model_saw(client: TestClient, mnist_sample:
     np.testing.assert_array_equal(seen, mnist_sample.test.images[0])
     plain = client.post("/predict", content=data, headers={"content-type": "image/png"}).json()
     assert plain["input_png"] is None
+
+
+def glyph(character: str, size: int = 200) -> bytes:
+    """A printed character in a font the detector's training never used, as a user would upload it."""
+    image = Image.new("L", (size, size), 255)
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf", int(size * 0.7))
+    ImageDraw.Draw(image).text((size / 2, size / 2), character, fill=0, font=font, anchor="mm")
+    return encode(image)
+
+
+def test_a_digit_is_a_digit_with_a_score(client: TestClient, mnist_sample: Mnist) -> None:
+    body = client.post("/predict", files={"file": encode(mnist_sample.test.images[0])}).json()
+    assert body["is_digit"] is True
+    assert 0.0 <= body["digit_score"] <= 1.0
+    assert body["detail"] is None
+
+
+@pytest.mark.parametrize("character", ["#", "@", "K", "★"])
+def test_a_printed_symbol_is_not_a_digit_but_still_answered(client: TestClient, character: str) -> None:
+    response = client.post("/predict", files={"file": glyph(character)})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["is_digit"] is False
+    assert body["digit_score"] < client.get("/models/cnn").json()["card"]["detector"]["threshold"]
+    assert 0 <= body["digit"] <= 9
+    assert "does not look like a handwritten digit" in body["detail"]
+
+
+def test_batch_items_carry_the_verdict(client: TestClient, mnist_sample: Mnist) -> None:
+    files = [("files", ("7.png", encode(mnist_sample.test.images[0]), "image/png")), ("files", ("at.png", glyph("@")))]
+    results = client.post("/predict/batch", files=files).json()["results"]
+    assert [r["prediction"]["is_digit"] for r in results] == [True, False]
+    assert results[1]["prediction"]["detail"]
+
+
+def test_every_model_flags_few_sample_digits(client: TestClient, mnist_sample: Mnist) -> None:
+    """The shipped sample's 300 test digits: each model's detector lets nearly all of them through."""
+    files = [("files", (f"{i}.png", encode(image), "image/png")) for i, image in enumerate(mnist_sample.test.images)]
+    for model in ("svm", "softmax", "lenet", "cnn"):
+        flagged = 0
+        for start in range(0, len(files), 8):
+            results = client.post(f"/predict/batch?model={model}", files=files[start : start + 8]).json()["results"]
+            flagged += sum(not r["prediction"]["is_digit"] for r in results)
+        assert flagged <= 6, model  # 2% of 300; the full test set's rates are on each card

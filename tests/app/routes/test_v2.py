@@ -45,6 +45,7 @@ def test_model_metadata(triton_client: triton.InferenceServerClient) -> None:
         "probabilities": [-1, 10],
         "conv1": [-1, 32, 28, 28],
         "conv2": [-1, 64, 14, 14],
+        "digit_score": [-1, 1],
     }
 
 
@@ -55,11 +56,13 @@ def test_infer_matches_onnx_runtime(
     images = (mnist_sample.test.images[:16].astype(np.float32) / 255)[..., None]
     request = triton.InferInput("image", list(images.shape), "FP32")
     request.set_data_from_numpy(images, binary_data=binary)
-    outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in ("probabilities", "conv1")]
+    names = ("probabilities", "conv1", "digit_score")
+    outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in names]
     result = triton_client.infer("lenet", [request], outputs=outputs, request_id="req-7")
     assert result.get_response()["id"] == "req-7"
     np.testing.assert_allclose(result.as_numpy("probabilities"), direct("lenet", images, "probabilities"), atol=1e-6)
     np.testing.assert_allclose(result.as_numpy("conv1"), direct("lenet", images, "conv1"), atol=1e-5)
+    np.testing.assert_allclose(result.as_numpy("digit_score"), direct("lenet", images, "digit_score"), atol=1e-6)
     assert result.as_numpy("probabilities").argmax(1).tolist() == mnist_sample.test.labels[:16].tolist()
 
 
