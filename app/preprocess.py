@@ -317,8 +317,12 @@ def mnist_digit(image: Image.Image) -> Digit:
     pixels = mnist_layout_pixels(image)
     if pixels is not None:
         return pixels
-    gray = to_grayscale(image)
-    ink = normalise_polarity(gray)
+    return digit_of_ink(normalise_polarity(to_grayscale(image)))
+
+
+def digit_of_ink(ink: Gray) -> Digit:
+    """White-on-black ink (H, W) -> the 28x28 digit: crop, thicken thin strokes, fit 20 px, centre the mass.
+    /read prepares each digit of a number with it too."""
     digit = fit_box(thicken_strokes(crop_to_ink(ink)))
     if float(digit.max()) < MIN_CONTRAST:
         raise BlankImage()

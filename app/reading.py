@@ -1,0 +1,434 @@
+"""Read a number written on one line: segment the image into digits, then pick the reading the classifier is surest
+of. Bytes and arrays in, plain results out; no HTTP here (app.routes.read is the REST front end).
+
+The chain: decode (as /predict: reduced to DECODE_SIDE, EXIF orientation applied) -> grayscale -> polarity (white
+ink on black, as /predict) -> a smooth background removed (shadows and paper of a photo) -> binarised ->
+connected components -> underlines and specks set aside -> pieces of one digit merged (they overlap horizontally:
+a 5's flag, a broken 4, an open 0) -> dots and dashes set aside (small against the digits' median height) ->
+each group wider than one digit gets candidate cuts at the minima of its column projection. Every piece of every
+candidate is prepared as /predict prepares a digit (app.preprocess.digit_of_ink) and all go to the model in one
+batch; per group, the candidate whose pieces are most confidently digits wins.
+
+Boxes are [x, y, width, height] in the pixels of the uploaded image turned upright by its EXIF orientation, at full
+size: the factor by which decoding reduced a large picture is undone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageFilter
+
+from app.errors import BlankImage, NoDigits
+from app.preprocess import (
+    NOISE_FLOOR,
+    Digit,
+    Gray,
+    Limits,
+    digit_of_ink,
+    load_image,
+    normalise_polarity,
+    open_image,
+    stroke_width,
+    to_grayscale,
+)
+
+Box = tuple[int, int, int, int]  # x, y, width, height
+Mask = npt.NDArray[np.bool_]
+
+SPECK = 0.12  # a group no taller and no wider than this share of the digits' height is a speck
+FLAT = 0.35  # a group no taller than this share of the digits' height is a dot, a dash or a line
+UNDERLINE = 1.5  # ... and wider than this share of it, a line under the number
+MERGE_OVERLAP = 0.5  # pieces overlapping horizontally by half the narrower's width are one digit...
+PIECE_HEIGHT = 0.75  # ... when one is less tall than this share of the other
+SPLIT_FROM = 0.45  # a group wider than this share of the digits' height may hold several digits
+MIN_DIGIT_WIDTH = 0.3  # the narrowest digit but a 1, as a share of the height: sets how many digits a group may hold
+MAX_DIGITS_PER_GROUP = 6
+WIDE_FROM = 0.9  # one digit is rarely wider than this share of the digits' height...
+WIDE_PENALTY = 3.0  # ... and loses this log-score per unit of width beyond it
+SHORT_PENALTY = 4.0  # log-score lost per unit of height missing below 60% of the digits' height: a fragment
+CUT_PENALTY = 0.25  # log-score lost per cut...
+INK_CUT_PENALTY = 0.5  # ... and per stroke width of ink the cut goes through
+CONFIDENCE_WEIGHT = 2.5  # the model's log-confidence weighs 2.5 times against the shape and cut terms
+BACKGROUND_STEP = 8  # the background is estimated at 1/8 scale, where pen strokes are thinner than the filter
+
+
+@dataclass(frozen=True)
+class Ignored:
+    box: Box
+    reason: str  # speck, dot, dash, underline
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One candidate digit: its 28x28 image and its box in the decoded image's pixels."""
+
+    digit: Digit
+    box: Box
+    prior: float  # log-score of its shape alone
+
+
+@dataclass
+class Plan:
+    """What one batched model call decides: the pieces to classify, and for each group of ink the candidate
+    readings (lists of piece indices, left to right)."""
+
+    pieces: list[Piece]
+    groups: list[list[list[int]]]
+    cut_costs: list[list[float]]
+    ignored: list[Ignored]
+    scale: float = 1.0  # uploaded pixels per decoded pixel
+
+    def batch(self) -> npt.NDArray[np.uint8]:
+        """(N, 28, 28) uint8: every piece of every candidate."""
+        return np.stack([piece.digit for piece in self.pieces])
+
+
+@dataclass(frozen=True)
+class ReadDigit:
+    digit: int
+    confidence: float
+    probabilities: list[float]
+    box: Box
+    pixels: Digit  # what the model saw, for the activation maps
+
+
+@dataclass(frozen=True)
+class Reading:
+    text: str
+    confidence: float
+    digits: list[ReadDigit]
+    ignored: list[Ignored] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------- decode
+
+
+def plan_upload(data: bytes, limits: Limits = Limits()) -> Plan:
+    """The uploaded bytes -> a Plan, boxes scaled back to the upright image at full size; the decoder's errors as
+    /predict raises them."""
+    image = open_image(data, limits)
+    full_side = max(image.size)  # before a JPEG's DCT scaling changes the size it reports
+    decoded = load_image(image)
+    plan = plan_reading(ink_of(decoded))
+    plan.scale = full_side / max(decoded.size)  # reduction keeps the aspect ratio; rotation keeps the longest side
+    return plan
+
+
+def ink_of(image: Image.Image) -> Gray:
+    """White ink on black in [0, 1], the background of a photo (shadow, tinted paper) taken away."""
+    try:
+        ink = normalise_polarity(to_grayscale(image))
+    except BlankImage:
+        raise NoDigits("The image is blank: no ink stands out from the paper. Write a number.") from None
+    return flatten_background(ink)
+
+
+def flatten_background(ink: Gray) -> Gray:
+    """The ink less a smooth estimate of the background under it, stretched back to [0, 1]."""
+    height, width = ink.shape
+    small_size = (max(1, width // BACKGROUND_STEP), max(1, height // BACKGROUND_STEP))
+    if min(small_size) < 4:
+        return ink
+    small = Image.fromarray(ink, mode="F").resize(small_size, Image.Resampling.BOX)
+    # An opening (min then max) removes the strokes, thinner than 3 pixels at this scale, and keeps the shading.
+    background = small.filter(ImageFilter.MinFilter(3)).filter(ImageFilter.MaxFilter(3))
+    background = background.resize((width, height), Image.Resampling.BILINEAR)
+    flat = np.clip(ink - np.asarray(background, dtype=np.float32), 0.0, None)
+    top = float(flat.max())
+    return flat / top if top > 0 else flat
+
+
+def otsu_threshold(ink: Gray) -> float:
+    """The level that best splits the ink's histogram in two (Otsu), never below the noise floor."""
+    histogram, edges = np.histogram(ink, bins=64, range=(0.0, 1.0))
+    weights = histogram.astype(np.float64)
+    below = np.cumsum(weights)
+    mass = np.cumsum(weights * edges[:-1])
+    total, total_mass = below[-1], mass[-1]
+    above = total - below
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total_mass * below / total - mass) ** 2 / (below * above)
+    threshold = float(edges[int(np.nanargmax(between[:-1])) + 1]) if np.isfinite(between[:-1]).any() else 0.5
+    return max(threshold, NOISE_FLOOR)
+
+
+def binarise(ink: Gray) -> tuple[npt.NDArray[np.int32], int]:
+    """Components of ink (labels, count), by hysteresis: pixels above half Otsu's threshold, joined, keeping the
+    components that hold some pixel above it. A faint or thin stretch of a stroke then does not break the digit."""
+    strong = otsu_threshold(ink)
+    labels, count = label_components(ink > max(strong / 2, NOISE_FLOOR))
+    peaks = np.zeros(count + 1, np.float32)
+    np.maximum.at(peaks, labels.ravel(), ink.ravel())
+    kept = peaks >= strong
+    kept[0] = False
+    renumbered = np.where(kept, np.cumsum(kept), 0).astype(np.int32)
+    return renumbered[labels], int(kept.sum())
+
+
+# ------------------------------------------------------------------------------------------ connected components
+
+
+def label_components(mask: Mask) -> tuple[npt.NDArray[np.int32], int]:
+    """8-connected components of the mask: (labels 1..n, 0 for the background; n). Runs of each row are joined to
+    the touching runs of the row above with a union-find: a few thousand runs for a page of handwriting."""
+    runs: list[tuple[int, int, int]] = []  # row, start, end (exclusive)
+    padded = np.pad(mask, ((0, 0), (1, 1))).astype(np.int8)
+    changes = np.diff(padded, axis=1)
+    for row in range(mask.shape[0]):
+        starts, ends = np.flatnonzero(changes[row] == 1), np.flatnonzero(changes[row] == -1)
+        runs.extend((row, int(s), int(e)) for s, e in zip(starts, ends, strict=True))
+    parent = list(range(len(runs)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    previous_row: list[int] = []
+    current_row: list[int] = []
+    row_of_current = -1
+    for index, (row, start, end) in enumerate(runs):
+        if row != row_of_current:
+            previous_row = current_row if row == row_of_current + 1 else []
+            current_row, row_of_current = [], row
+        for other in previous_row:
+            _, other_start, other_end = runs[other]
+            if other_start <= end and start <= other_end:  # touching, diagonals included
+                parent[root(index)] = root(other)
+        current_row.append(index)
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    ids: dict[int, int] = {}
+    for index, (row, start, end) in enumerate(runs):
+        labels[row, start:end] = ids.setdefault(root(index), len(ids) + 1)
+    return labels, len(ids)
+
+
+@dataclass
+class Group:
+    """Components read as one unit of ink (a digit, or touching digits, or a mark)."""
+
+    labels: list[int]
+    top: int
+    left: int
+    bottom: int  # exclusive
+    right: int  # exclusive
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    @property
+    def box(self) -> Box:
+        return self.left, self.top, self.width, self.height
+
+    def joined(self, other: Group) -> Group:
+        return Group(
+            self.labels + other.labels,
+            min(self.top, other.top),
+            min(self.left, other.left),
+            max(self.bottom, other.bottom),
+            max(self.right, other.right),
+        )
+
+
+def component_groups(labels: npt.NDArray[np.int32], count: int) -> list[Group]:
+    """One group per component, with its bounding box."""
+    groups = []
+    rows, cols = np.nonzero(labels)
+    values = labels[rows, cols]
+    order = np.argsort(values, kind="stable")
+    rows, cols, values = rows[order], cols[order], values[order]
+    bounds = np.searchsorted(values, np.arange(1, count + 2))
+    for label in range(1, count + 1):
+        r, c = rows[bounds[label - 1] : bounds[label]], cols[bounds[label - 1] : bounds[label]]
+        groups.append(Group([label], int(r.min()), int(c.min()), int(r.max()) + 1, int(c.max()) + 1))
+    return groups
+
+
+def digit_height(groups: Sequence[Group]) -> float:
+    """The typical height of a digit: the median of the groups at least half as tall as the tallest."""
+    tallest = max(group.height for group in groups)
+    return float(np.median([group.height for group in groups if group.height >= tallest / 2]))
+
+
+def merge_overlapping(groups: list[Group]) -> list[Group]:
+    """Groups that overlap horizontally by half the narrower one's width joined, left to right."""
+    merged: list[Group] = []
+    for group in sorted(groups, key=lambda g: g.left):
+        for i, other in enumerate(merged):
+            if belong_together(group, other):
+                merged[i] = other.joined(group)
+                break
+        else:
+            merged.append(group)
+    return merged if len(merged) == len(groups) else merge_overlapping(merged)
+
+
+def belong_together(one: Group, other: Group) -> bool:
+    """Two pieces of one digit: they overlap horizontally by half the narrower one's width, and one is clearly
+    shorter than the other (a 5's flag, the bar of a broken 4); two slanted 1s side by side are both full height."""
+    overlap = min(one.right, other.right) - max(one.left, other.left)
+    shorter = min(one.height, other.height) < PIECE_HEIGHT * max(one.height, other.height)
+    return overlap >= MERGE_OVERLAP * min(one.width, other.width) and shorter
+
+
+def mark_kind(group: Group, height: float) -> str | None:
+    """Why a group is not a digit (speck, dot, dash, underline), or None for a digit."""
+    if group.height <= SPECK * height and group.width <= SPECK * height:
+        return "speck"
+    if group.height > FLAT * height:
+        return None
+    if group.width >= UNDERLINE * height:
+        return "underline"
+    return "dash" if group.width >= 1.5 * group.height else "dot"
+
+
+# --------------------------------------------------------------------------------------------------- candidates
+
+
+def plan_reading(ink: Gray) -> Plan:
+    """Candidate readings of white-on-black ink; NoDigits when nothing in it can be a digit."""
+    labels, count = binarise(ink)
+    if count == 0:
+        raise NoDigits("No ink stands out from the paper: write a number.")
+    groups = component_groups(labels, count)
+    ignored: list[Ignored] = []
+    height = digit_height(groups)
+    lines = [g for g in groups if mark_kind(g, height) == "underline"]
+    ignored += [Ignored(g.box, "underline") for g in lines]
+    groups = merge_overlapping([g for g in groups if g not in lines])
+    if not groups:
+        raise NoDigits("Nothing in the image looks like a digit: only lines.")
+    height = digit_height(groups)
+    marks = {id(g): mark_kind(g, height) for g in groups}
+    ignored += [Ignored(g.box, kind) for g in groups if (kind := marks[id(g)]) is not None]
+    digits = [g for g in groups if marks[id(g)] is None]
+    if not digits:
+        raise NoDigits("Nothing in the image looks like a digit: only dots, dashes or specks.")
+    plan = Plan(pieces=[], groups=[], cut_costs=[], ignored=sorted(ignored, key=lambda i: i.box[0]))
+    for group in sorted(digits, key=lambda g: g.left):
+        add_candidates(plan, ink, labels, group, height)
+    return plan
+
+
+def add_candidates(plan: Plan, ink: Gray, labels: npt.NDArray[np.int32], group: Group, height: float) -> None:
+    """The group as one digit and, when it is wide, cut into 2..k pieces at projection minima."""
+    region = ink[group.top : group.bottom, group.left : group.right]
+    mask = np.isin(labels[group.top : group.bottom, group.left : group.right], group.labels)
+    # The component's own ink, with the anti-aliased rim the threshold left out; a neighbour's ink in the box is not.
+    rim = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))) > 0
+    own = np.where(rim, region, 0.0).astype(np.float32)
+    profile = mask.sum(axis=0).astype(np.float32)
+    stroke = max(1.0, stroke_width(mask.astype(np.float32)))
+    candidates, costs = [], []
+    for cuts in cut_sets(profile, group.width, height):
+        pieces = [_piece(own, mask, start, end, group, height) for start, end in _spans(cuts, group.width)]
+        if any(piece is None for piece in pieces):
+            continue
+        indices = list(range(len(plan.pieces), len(plan.pieces) + len(pieces)))
+        plan.pieces.extend(p for p in pieces if p is not None)
+        candidates.append(indices)
+        costs.append(sum(CUT_PENALTY + INK_CUT_PENALTY * float(profile[c]) / stroke for c in cuts))
+    plan.groups.append(candidates)
+    plan.cut_costs.append(costs)
+
+
+def cut_sets(profile: npt.NDArray[np.float32], width: int, height: float) -> list[tuple[int, ...]]:
+    """Candidate cut columns: none; and for k = 2.. pieces, cuts near each k-th of the width moved to the lowest
+    projection within a third of a piece; for two pieces also the three lowest minima of the middle half."""
+    sets: list[tuple[int, ...]] = [()]
+    if width < SPLIT_FROM * height:
+        return sets
+    most = min(MAX_DIGITS_PER_GROUP, max(2, math.floor(width / (MIN_DIGIT_WIDTH * height))))
+    for k in range(2, most + 1):
+        step = width / k
+        cuts = []
+        for j in range(1, k):
+            low, high = round(j * step - step / 3), round(j * step + step / 3)
+            cuts.append(low + int(np.argmin(profile[low : high + 1])))
+        sets.append(tuple(cuts))
+    middle = profile[width // 4 : width - width // 4]
+    minima = [i for i in range(1, len(middle) - 1) if middle[i] <= middle[i - 1] and middle[i] <= middle[i + 1]]
+    for i in sorted(minima, key=lambda i: middle[i])[:3]:
+        sets.append((width // 4 + i,))
+    return list(dict.fromkeys(sets))
+
+
+def _spans(cuts: tuple[int, ...], width: int) -> list[tuple[int, int]]:
+    edges = [0, *cuts, width]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _piece(own: Gray, mask: Mask, start: int, end: int, group: Group, height: float) -> Piece | None:
+    """The ink between two cuts as a digit, or None when the cut leaves no ink there."""
+    columns = mask[:, start:end]
+    rows = np.flatnonzero(columns.any(axis=1))
+    cols = np.flatnonzero(columns.any(axis=0))
+    if len(rows) == 0:
+        return None
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, start + int(cols[0]), start + int(cols[-1]) + 1
+    try:
+        digit = digit_of_ink(own[top:bottom, left:right])
+    except BlankImage:
+        return None
+    box = (group.left + left, group.top + top, right - left, bottom - top)
+    return Piece(digit, box, shape_prior(right - left, bottom - top, height))
+
+
+def shape_prior(width: int, height: int, digit_height: float) -> float:
+    """Log-score of a piece's shape: wider than tall, or much shorter than the other digits, is unlikely a digit."""
+    wide = max(0.0, width / digit_height - WIDE_FROM)
+    short = max(0.0, 0.6 - height / digit_height)
+    return -WIDE_PENALTY * wide - SHORT_PENALTY * short
+
+
+# ------------------------------------------------------------------------------------------------------- choose
+
+
+def candidate_score(plan: Plan, group: int, candidate: int, confidences: npt.NDArray[np.float32]) -> float:
+    """Log-probability that every piece is the digit the model says, plus the shape priors, less the cuts' cost."""
+    pieces = plan.groups[group][candidate]
+    score = sum(CONFIDENCE_WEIGHT * math.log(max(float(confidences[i]), 1e-9)) + plan.pieces[i].prior for i in pieces)
+    return score - plan.cut_costs[group][candidate]
+
+
+def resolve(plan: Plan, probabilities: npt.NDArray[np.float32]) -> Reading:
+    """The reading of each group whose candidate scores best, left to right, boxes in uploaded pixels."""
+    confidences = probabilities.max(axis=1)
+    chosen: list[int] = []
+    for group, candidates in enumerate(plan.groups):
+        scores = [candidate_score(plan, group, c, confidences) for c in range(len(candidates))]
+        chosen.extend(candidates[int(np.argmax(scores))])
+    digits = [_read_digit(plan, i, probabilities[i]) for i in sorted(chosen, key=lambda i: _centre(plan.pieces[i]))]
+    if not digits:
+        raise NoDigits("Nothing in the image looks like a digit.")
+    ignored = [Ignored(_scaled(i.box, plan.scale), i.reason) for i in plan.ignored]
+    confidence = math.prod(d.confidence for d in digits)
+    return Reading("".join(str(d.digit) for d in digits), confidence, digits, ignored)
+
+
+def _centre(piece: Piece) -> float:
+    return piece.box[0] + piece.box[2] / 2
+
+
+def _read_digit(plan: Plan, index: int, probabilities: npt.NDArray[np.float32]) -> ReadDigit:
+    values = probabilities.tolist()
+    best = values.index(max(values))
+    piece = plan.pieces[index]
+    return ReadDigit(best, values[best], values, _scaled(piece.box, plan.scale), piece.digit)
+
+
+def _scaled(box: Box, scale: float) -> Box:
+    x, y, width, height = box
+    left, top = math.floor(x * scale), math.floor(y * scale)
+    return left, top, math.ceil((x + width) * scale) - left, math.ceil((y + height) * scale) - top
