@@ -54,6 +54,8 @@ SHORT_PENALTY = 4.0  # log-score lost per unit of height missing below 60% of th
 CUT_PENALTY = 0.25  # log-score lost per cut...
 INK_CUT_PENALTY = 0.5  # ... and per stroke width of ink the cut goes through
 CONFIDENCE_WEIGHT = 2.5  # the model's log-confidence weighs 2.5 times against the shape and cut terms
+MIN_DIGIT_PX = 8  # a digit less tall than this, in the decoded image, cannot be read
+FLAT_LINE = 3.0  # a group this many times wider than tall is a line or a dash
 BACKGROUND_STEP = 8  # the background is estimated at 1/8 scale, where pen strokes are thinner than the filter
 
 
@@ -255,10 +257,18 @@ def component_groups(labels: npt.NDArray[np.int32], count: int) -> list[Group]:
     return groups
 
 
+def could_be_digit(group: Group) -> bool:
+    """Tall enough to be legible, and not a flat line (a 1 is narrow, but no digit is three times wider than tall)."""
+    return group.height >= MIN_DIGIT_PX and group.width < FLAT_LINE * group.height
+
+
 def digit_height(groups: Sequence[Group]) -> float:
-    """The typical height of a digit: the median of the groups at least half as tall as the tallest."""
-    tallest = max(group.height for group in groups)
-    return float(np.median([group.height for group in groups if group.height >= tallest / 2]))
+    """The typical height of a digit: the median of the groups that could be digits, at least half as tall as the
+    tallest of them; NoDigits when none could be."""
+    heights = [group.height for group in groups if could_be_digit(group)]
+    if not heights:
+        raise NoDigits("Nothing in the image looks like a digit: only dots, dashes, lines or specks.")
+    return float(np.median([h for h in heights if h >= max(heights) / 2]))
 
 
 def merge_overlapping(groups: list[Group]) -> list[Group]:
@@ -286,7 +296,7 @@ def mark_kind(group: Group, height: float) -> str | None:
     """Why a group is not a digit (speck, dot, dash, underline), or None for a digit."""
     if group.height <= SPECK * height and group.width <= SPECK * height:
         return "speck"
-    if group.height > FLAT * height:
+    if group.height > FLAT * height and could_be_digit(group):
         return None
     if group.width >= UNDERLINE * height:
         return "underline"
