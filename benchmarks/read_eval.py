@@ -83,7 +83,7 @@ def compose(
 def touching_gap(left: npt.NDArray[np.float32], right: npt.NDArray[np.float32], overlap: int) -> int:
     """The gap that makes two glyphs' ink meet (then overlap by `overlap` px), row by row."""
     rows = min(left.shape[0], right.shape[0])
-    best = -10**6
+    best = -(10**6)
     for r in range(rows):
         a, b = np.flatnonzero(left[r] > 0.3), np.flatnonzero(right[r] > 0.3)
         if len(a) and len(b):
@@ -216,7 +216,9 @@ def evaluate(samples: list[Sample], session: ort.InferenceSession) -> dict[str, 
         if len(text) == len(sample.text):
             digits_right += sum(a == b for a, b in zip(text, sample.text, strict=True))
         else:  # aligned from both ends: a merge or a split costs the digits between
-            prefix = next((i for i, (a, b) in enumerate(zip(text, sample.text)) if a != b), min(len(text), len(sample.text)))
+            prefix = next(
+                (i for i, (a, b) in enumerate(zip(text, sample.text)) if a != b), min(len(text), len(sample.text))
+            )
             digits_right += prefix
         if not ok:
             kinds[failure_kind(sample.text, got)] += 1
