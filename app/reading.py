@@ -15,6 +15,7 @@ size: the factor by which decoding reduced a large picture is undone.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ class Reading:
 # ---------------------------------------------------------------------------------------------------------- decode
 
 
-def plan_upload(data: bytes, limits: Limits = Limits()) -> Plan:
+def plan_upload(data: bytes, limits: Limits = Limits()) -> Plan:  # noqa: B008 - frozen, as preprocess's
     """The uploaded bytes -> a Plan, boxes scaled back to the upright image at full size; the decoder's errors as
     /predict raises them."""
     image = open_image(data, limits)
@@ -376,7 +377,7 @@ def cut_sets(profile: npt.NDArray[np.float32], width: int, height: float) -> lis
 
 def _spans(cuts: tuple[int, ...], width: int) -> list[tuple[int, int]]:
     edges = [0, *cuts, width]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+    return list(itertools.pairwise(edges))
 
 
 def _piece(own: Gray, mask: Mask, start: int, end: int, group: Group, height: float) -> Piece | None:

@@ -217,7 +217,8 @@ def evaluate(samples: list[Sample], session: ort.InferenceSession) -> dict[str, 
             digits_right += sum(a == b for a, b in zip(text, sample.text, strict=True))
         else:  # aligned from both ends: a merge or a split costs the digits between
             prefix = next(
-                (i for i, (a, b) in enumerate(zip(text, sample.text)) if a != b), min(len(text), len(sample.text))
+                (i for i, (a, b) in enumerate(zip(text, sample.text, strict=False)) if a != b),
+                min(len(text), len(sample.text)),
             )
             digits_right += prefix
         if not ok:

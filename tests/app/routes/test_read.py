@@ -36,8 +36,10 @@ def test_read_multipart(client: TestClient, mnist_sample: Mnist) -> None:
         assert set(digit) == {"digit", "confidence", "box", "probabilities", "activations_url"}
         assert digit["confidence"] == max(digit["probabilities"])
         x, y, width, height = digit["box"]
-        assert k * 40 + 6 <= x and x + width <= k * 40 + 34  # inside the digit's own cell
-        assert 6 <= y and y + height <= 34
+        assert k * 40 + 6 <= x  # inside the digit's own cell
+        assert x + width <= k * 40 + 34
+        assert y >= 6
+        assert y + height <= 34
         assert digit["activations_url"].startswith("http://testserver/activations?input=")
 
 
@@ -69,7 +71,8 @@ def test_boxes_are_in_the_uploaded_pixels_of_a_large_rotated_jpeg(client: TestCl
         ink = np.flatnonzero(mnist_sample.test.images[[0, 1, 2][k]].any(axis=0))
         assert abs(x - (k * 40 + 6 + ink[0]) * scale) <= 2 * scale
         assert abs(x + width - (k * 40 + 6 + ink[-1] + 1) * scale) <= 2 * scale
-        assert 0 <= y and y + height <= 1000
+        assert y >= 0
+        assert y + height <= 1000
 
 
 def test_a_number_with_a_decimal_point(client: TestClient, mnist_sample: Mnist) -> None:
