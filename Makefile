@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MNIST_DIR ?= ../shared/data/mnist
 export MNIST_DIR
 
-.PHONY: install install-dev install-train run test check format train evaluate bench soak fuzz docker clean
+.PHONY: install install-dev install-train run test check format train evaluate evaluate-read bench soak fuzz docker clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,9 +46,14 @@ train: install-train               ## retrain every model from $MNIST_DIR into m
 evaluate: install-train            ## re-measure the committed models on the MNIST test set
 	$(PY) -m training evaluate --data-dir $(MNIST_DIR)
 
+evaluate-read: install-dev         ## accuracy of POST /read on numbers composed from MNIST test digits (held-out seeds)
+	$(PY) -m benchmarks.read_eval --seed 1 --count 1000 --data-dir $(MNIST_DIR)
+	$(PY) -m benchmarks.read_eval --seed 2 --count 1000 --data-dir $(MNIST_DIR)
+
 bench: install-dev                 ## load-test the service against its ceiling and peers (needs wrk)
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(PY) -m benchmarks.bench
+	$(PY) -m benchmarks.read_bench
 
 soak: install-dev                  ## two minutes of mixed valid and invalid load, then bursts of huge images; checks statuses and memory
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)

@@ -49,6 +49,7 @@ PIECE_HEIGHT = 0.75  # ... when one is less tall than this share of the other
 SPLIT_FROM = 0.45  # a group wider than this share of the digits' height may hold several digits
 MIN_DIGIT_WIDTH = 0.3  # the narrowest digit but a 1, as a share of the height: sets how many digits a group may hold
 MAX_DIGITS_PER_GROUP = 6
+SINGLE_CUTS = 4  # two-piece candidates cut at the lowest minima of the column projection
 WIDE_FROM = 0.9  # one digit is rarely wider than this share of the digits' height...
 WIDE_PENALTY = 3.0  # ... and loses this log-score per unit of width beyond it
 SHORT_PENALTY = 4.0  # log-score lost per unit of height missing below 60% of the digits' height: a fragment
@@ -57,6 +58,7 @@ INK_CUT_PENALTY = 0.5  # ... and per stroke width of ink the cut goes through
 CONFIDENCE_WEIGHT = 2.5  # the model's log-confidence weighs 2.5 times against the shape and cut terms
 MIN_DIGIT_PX = 8  # a digit less tall than this, in the decoded image, cannot be read
 FLAT_LINE = 3.0  # a group this many times wider than tall is a line or a dash
+STEP_COST = 0.05  # a cut path pays this for each column it moves sideways: straight cuts win ties
 BACKGROUND_STEP = 8  # the background is estimated at 1/8 scale, where pen strokes are thinner than the filter
 
 
@@ -333,31 +335,41 @@ def plan_reading(ink: Gray) -> Plan:
 
 
 def add_candidates(plan: Plan, ink: Gray, labels: npt.NDArray[np.int32], group: Group, height: float) -> None:
-    """The group as one digit and, when it is wide, cut into 2..k pieces at projection minima."""
+    """The group as one digit and, when it is wide, cut into 2..k pieces along paths crossing the least ink."""
     region = ink[group.top : group.bottom, group.left : group.right]
     mask = np.isin(labels[group.top : group.bottom, group.left : group.right], group.labels)
     # The component's own ink, with the anti-aliased rim the threshold left out; a neighbour's ink in the box is not.
     rim = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))) > 0
     own = np.where(rim, region, 0.0).astype(np.float32)
-    profile = mask.sum(axis=0).astype(np.float32)
     stroke = max(1.0, stroke_width(mask.astype(np.float32)))
-    candidates, costs = [], []
-    for cuts in cut_sets(profile, group.width, height):
-        pieces = [_piece(own, mask, start, end, group, height) for start, end in _spans(cuts, group.width)]
+    columns = np.arange(group.width)
+    candidates, costs, seen = [], [], set()
+    for cuts in cut_sets(mask.sum(axis=0).astype(np.float32), group.width, height):
+        paths = [cut_path(mask, centre, reach) for centre, reach in cuts]
+        key = b"".join(path.tobytes() for path in paths)
+        if key in seen:  # two starting points led to the same cuts
+            continue
+        seen.add(key)
+        edges = [np.zeros(group.height, np.int64), *paths, np.full(group.height, group.width)]
+        pieces = [
+            _piece(own, mask & (columns >= left[:, None]) & (columns < right[:, None]), group, height)
+            for left, right in itertools.pairwise(edges)
+        ]
         if any(piece is None for piece in pieces):
             continue
         indices = list(range(len(plan.pieces), len(plan.pieces) + len(pieces)))
         plan.pieces.extend(p for p in pieces if p is not None)
         candidates.append(indices)
-        costs.append(sum(CUT_PENALTY + INK_CUT_PENALTY * float(profile[c]) / stroke for c in cuts))
+        crossed = [float(mask[np.arange(group.height), np.minimum(path, group.width - 1)].sum()) for path in paths]
+        costs.append(sum(CUT_PENALTY + INK_CUT_PENALTY * ink_crossed / stroke for ink_crossed in crossed))
     plan.groups.append(candidates)
     plan.cut_costs.append(costs)
 
 
-def cut_sets(profile: npt.NDArray[np.float32], width: int, height: float) -> list[tuple[int, ...]]:
-    """Candidate cut columns: none; and for k = 2.. pieces, cuts near each k-th of the width moved to the lowest
-    projection within a third of a piece; for two pieces also the three lowest minima of the middle half."""
-    sets: list[tuple[int, ...]] = [()]
+def cut_sets(profile: npt.NDArray[np.float32], width: int, height: float) -> list[tuple[tuple[int, int], ...]]:
+    """Candidate cuts, each (centre column, reach): none; for k = 2.. pieces, one near each k-th of the width, at the
+    lowest projection within a third of a piece; for two pieces also the lowest minima of the projection."""
+    sets: list[tuple[tuple[int, int], ...]] = [()]
     if width < SPLIT_FROM * height:
         return sets
     most = min(MAX_DIGITS_PER_GROUP, max(2, math.floor(width / (MIN_DIGIT_WIDTH * height))))
@@ -366,30 +378,46 @@ def cut_sets(profile: npt.NDArray[np.float32], width: int, height: float) -> lis
         cuts = []
         for j in range(1, k):
             low, high = round(j * step - step / 3), round(j * step + step / 3)
-            cuts.append(low + int(np.argmin(profile[low : high + 1])))
+            cuts.append((low + int(np.argmin(profile[low : high + 1])), max(1, round(step / 4))))
         sets.append(tuple(cuts))
-    middle = profile[width // 4 : width - width // 4]
-    minima = [i for i in range(1, len(middle) - 1) if middle[i] <= middle[i - 1] and middle[i] <= middle[i + 1]]
-    for i in sorted(minima, key=lambda i: middle[i])[:3]:
-        sets.append((width // 4 + i,))
+    # A narrow digit (a 1) touching a wide one is cut far from the middle: the lowest minima anywhere but the ends.
+    margin = max(1, width // 8)
+    inner = profile[margin : width - margin]
+    minima = [i for i in range(1, len(inner) - 1) if inner[i] <= inner[i - 1] and inner[i] <= inner[i + 1]]
+    for i in sorted(minima, key=lambda i: inner[i])[:SINGLE_CUTS]:
+        sets.append(((margin + i, max(1, width // 10)),))
     return list(dict.fromkeys(sets))
 
 
-def _spans(cuts: tuple[int, ...], width: int) -> list[tuple[int, int]]:
-    edges = [0, *cuts, width]
-    return list(itertools.pairwise(edges))
+def cut_path(mask: Mask, centre: int, reach: int) -> npt.NDArray[np.int64]:
+    """For each row, the column where a top-to-bottom cut crosses: the path through the fewest ink pixels within
+    `reach` of `centre`, moving at most one column a row (dynamic programming, as drop-fall segmenters do). Unlike a
+    straight cut, it follows the gap between a 2's tail and the 1 written over it."""
+    low, high = max(1, centre - reach), min(mask.shape[1] - 1, centre + reach + 1)
+    band = mask[:, low:high].astype(np.float32)  # ink crossed: 1 per pixel
+    total = band[0].copy()
+    moves = np.zeros(band.shape, np.int8)
+    for row in range(1, band.shape[0]):
+        stacked = np.stack([np.r_[np.inf, total[:-1]] + STEP_COST, total, np.r_[total[1:], np.inf] + STEP_COST])
+        choice = stacked.argmin(axis=0)
+        total = stacked[choice, np.arange(len(total))] + band[row]
+        moves[row] = choice - 1
+    path = np.empty(band.shape[0], np.int64)
+    path[-1] = int(np.argmin(total))
+    for row in range(band.shape[0] - 1, 0, -1):
+        path[row - 1] = path[row] + moves[row, path[row]]
+    return path + low
 
 
-def _piece(own: Gray, mask: Mask, start: int, end: int, group: Group, height: float) -> Piece | None:
-    """The ink between two cuts as a digit, or None when the cut leaves no ink there."""
-    columns = mask[:, start:end]
-    rows = np.flatnonzero(columns.any(axis=1))
-    cols = np.flatnonzero(columns.any(axis=0))
+def _piece(own: Gray, mask: Mask, group: Group, height: float) -> Piece | None:
+    """The group's ink under the mask as a digit, or None when the cuts leave no ink there."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if len(rows) == 0:
         return None
-    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, start + int(cols[0]), start + int(cols[-1]) + 1
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    rim = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))) > 0
     try:
-        digit = digit_of_ink(own[top:bottom, left:right])
+        digit = digit_of_ink(np.where(rim, own, 0.0)[top:bottom, left:right].astype(np.float32))
     except BlankImage:
         return None
     box = (group.left + left, group.top + top, right - left, bottom - top)
