@@ -18,18 +18,13 @@ from app.deps import (
 )
 from app.preprocess import decoded_pixels, model_input, open_image
 from app.reading import Plan, Reading, plan_upload, resolve
-from app.routes.docs import COMMON_ERRORS, ERRORS, IMAGE_BODY, MODEL_PARAMETER
+from app.routes.docs import COMMON_ERRORS, IMAGE_BODY, MODEL_PARAMETER, READ_ERRORS
 from app.routes.predict import DirectRoute, json_response
 from app.runtime.registry import LoadedModel
 from app.schemas import IgnoredMark, NumberReading, ReadDigit
 from app.tokens import encode_token
 
 router = APIRouter(tags=["read"], route_class=DirectRoute, responses=COMMON_ERRORS)
-
-READ_ERRORS = {
-    **ERRORS,
-    422: {**ERRORS[422], "description": "Blank image, no digit found (`no_digits`), or invalid parameters"},
-}
 
 
 async def plan_of(request: Request, data: bytes) -> Plan:

@@ -125,6 +125,6 @@ def test_openapi_documents_the_route(client: TestClient) -> None:
     assert set(operation["requestBody"]["content"]) >= {"multipart/form-data", "image/png", "image/*"}
     assert operation["parameters"][0]["name"] == "model"
     assert {"200", "400", "413", "415", "422"} <= set(operation["responses"])
-    assert "no_digits" in operation["responses"]["422"]["description"]
+    assert operation["responses"]["422"]["content"]["application/json"]["example"]["code"] == "no_digits"
     schema = client.get("/openapi.json").json()["components"]["schemas"]["NumberReading"]
     assert schema["properties"]["text"]["examples"] == ["2026"]
