@@ -13,6 +13,7 @@ ServiceError
 ├── ImageTooLarge          413 image_too_large
 ├── BlankImage             422 blank_image
 ├── NoDigits               422 no_digits
+├── TooManyDigits          422 too_many_digits
 ├── UnknownModel           404 unknown_model
 ├── ModelUnavailable       503 model_unavailable
 ├── Overloaded             503 overloaded (Retry-After)
@@ -99,6 +100,13 @@ class NoDigits(ServiceError):
 
     status_code = 422
     code = "no_digits"
+
+
+class TooManyDigits(ServiceError):
+    """/read found more separate marks that could be digits than one line of a number holds."""
+
+    status_code = 422
+    code = "too_many_digits"
 
 
 class UnknownModel(ServiceError):

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageFilter
 
-from app.errors import BlankImage, NoDigits
+from app.errors import BlankImage, NoDigits, TooManyDigits
 from app.preprocess import (
     NOISE_FLOOR,
     Digit,
@@ -49,6 +49,8 @@ PIECE_HEIGHT = 0.75  # ... when one is less tall than this share of the other
 SPLIT_FROM = 0.45  # a group wider than this share of the digits' height may hold several digits
 MIN_DIGIT_WIDTH = 0.3  # the narrowest digit but a 1, as a share of the height: sets how many digits a group may hold
 MAX_DIGITS_PER_GROUP = 6
+MAX_GROUPS = 40  # more separate marks than a number on one line holds (noise, a page of text): refused, since each
+# becomes pieces of the one model call
 SINGLE_CUTS = 4  # two-piece candidates cut at the lowest minima of the column projection
 WIDE_FROM = 0.9  # one digit is rarely wider than this share of the digits' height...
 WIDE_PENALTY = 3.0  # ... and loses this log-score per unit of width beyond it
@@ -328,6 +330,11 @@ def plan_reading(ink: Gray) -> Plan:
     digits = [g for g in groups if marks[id(g)] is None]
     if not digits:
         raise NoDigits("Nothing in the image looks like a digit: only dots, dashes or specks.")
+    if len(digits) > MAX_GROUPS:
+        raise TooManyDigits(
+            f"The image holds {len(digits)} separate marks that could be digits; /read reads one number of at most "
+            f"{MAX_GROUPS}, written on one line."
+        )
     plan = Plan(pieces=[], groups=[], cut_costs=[], ignored=sorted(ignored, key=lambda i: i.box[0]))
     for group in sorted(digits, key=lambda g: g.left):
         add_candidates(plan, ink, labels, group, height)

@@ -8,7 +8,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 import pytest
 
-from app.errors import NoDigits
+from app.errors import NoDigits, TooManyDigits
 from app.preprocess import model_input
 from app.reading import Reading, label_components, plan_reading, plan_upload, resolve
 from tests.helpers import MODELS_DIR, encode
@@ -120,3 +120,9 @@ def test_boxes_are_in_the_uploaded_pixels_of_a_reduced_photo(mnist_sample: Mnist
     x, _, width, _ = reading.digits[0].box
     assert abs(x - columns[0]) <= 8 * 3
     assert x + width <= paper.shape[1]
+
+
+def test_a_page_of_marks_is_refused_before_the_model_call() -> None:
+    stripes = np.tile((np.arange(1000) % 12 < 4).astype(np.float32), (60, 1))  # 84 vertical bars
+    with pytest.raises(TooManyDigits, match="84 separate marks"):
+        plan_reading(stripes)
