@@ -293,8 +293,13 @@ def belong_together(one: Group, other: Group) -> bool:
     """Two pieces of one digit: they overlap horizontally by half the narrower one's width, and one is clearly
     shorter than the other (a 5's flag, the bar of a broken 4); two slanted 1s side by side are both full height."""
     overlap = min(one.right, other.right) - max(one.left, other.left)
-    shorter = min(one.height, other.height) < PIECE_HEIGHT * max(one.height, other.height)
-    return overlap >= MERGE_OVERLAP * min(one.width, other.width) and shorter
+    small, tall = sorted((one, other), key=lambda g: g.height)
+    if small.height >= PIECE_HEIGHT * tall.height:
+        return False
+    if overlap >= MERGE_OVERLAP * small.width:
+        return True
+    # A 5's flag drawn apart sticks out to the right of the body: any overlap will do for a flat piece at the top.
+    return overlap > 0 and small.bottom <= tall.top + tall.height / 2 and small.width >= 1.5 * small.height
 
 
 def mark_kind(group: Group, height: float) -> str | None:
