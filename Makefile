@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MNIST_DIR ?= ../shared/data/mnist
 export MNIST_DIR
 
-.PHONY: install install-dev install-train run test check format train evaluate evaluate-paper bench soak fuzz docker lock clean
+.PHONY: install install-dev install-train run test check format train evaluate evaluate-paper evaluate-read bench soak fuzz docker lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,9 +49,13 @@ evaluate: install-train            ## re-measure the committed models: accuracy,
 evaluate-paper: install           ## accuracy on photos of digits on paper, before/after the paper stage (issue 20)
 	$(PY) -m benchmarks.paper_eval
 
+evaluate-read: install-dev         ## accuracy of POST /read on numbers composed from MNIST test digits (held-out seed 1)
+	$(PY) -m benchmarks.read_eval --seed 1 --count 1000 --data-dir $(MNIST_DIR)
+
 bench: install-dev                 ## load-test the service against its ceiling and peers (needs wrk)
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(PY) -m benchmarks.bench
+	$(PY) -m benchmarks.read_bench
 
 soak: install-dev                  ## two minutes of mixed valid and invalid load, then bursts of huge images; checks statuses and memory
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)

@@ -12,6 +12,8 @@ ServiceError
 ├── PayloadTooLarge        413 payload_too_large
 ├── ImageTooLarge          413 image_too_large
 ├── BlankImage             422 blank_image
+├── NoDigits               422 no_digits
+├── TooManyDigits          422 too_many_digits
 ├── UnknownModel           404 unknown_model
 ├── ModelUnavailable       503 model_unavailable
 ├── Overloaded             503 overloaded (Retry-After)
@@ -91,6 +93,20 @@ class BlankImage(ServiceError):
 
     def __init__(self) -> None:
         super().__init__("The image is blank: no digit stands out from the background. Draw or photograph a digit.")
+
+
+class NoDigits(ServiceError):
+    """/read found ink, or none, but nothing that can be a digit."""
+
+    status_code = 422
+    code = "no_digits"
+
+
+class TooManyDigits(ServiceError):
+    """/read found more separate marks that could be digits than one line of a number holds."""
+
+    status_code = 422
+    code = "too_many_digits"
 
 
 class UnknownModel(ServiceError):

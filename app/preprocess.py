@@ -59,10 +59,11 @@ class Limits:
 
 # Decoded images are reduced to this longest side before anything else: the chain ends at 20x20 pixels, and a digit
 # that fills a tenth of the picture still spans ~100 (WORK_SIZE). A 6000x6000 JPEG then decodes at 1/4 scale (~6.8 MB
-# of pixels instead of 108 MB, and 250 MB per image once in float copies, measured before this limit). 1,000 rather
-# than 1,024: a phone's 4000x3000 photo decodes at 1/4, not 1/2; its whole preparation took 36 ms on one core instead
-# of 67 (benchmarks/paper_eval.py).
-DECODE_SIDE = 1000
+# of pixels instead of 108 MB, and 250 MB per image once in float copies, measured before this limit).
+DECODE_SIDE = 1024
+# A JPEG may decode up to 10% under it, when that reaches the next DCT scale: a phone's 4000x3000 photo then decodes at
+# 1/4 (1000 px), not 1/2, and its whole preparation took 36 ms on one core instead of 67 (benchmarks/paper_eval.py).
+DRAFT_SIDE = 920
 
 # Pillow's modes that its reduce and resize cannot average, converted first (palette indices, bilevel, 16-bit, CMYK).
 _WORKING_MODES = {"1": "L", "I;16": "I", "I;16L": "I", "I;16B": "I", "I;16N": "I", "CMYK": "RGB", "YCbCr": "RGB",
@@ -120,10 +121,10 @@ def open_image(data: bytes, limits: Limits = Limits()) -> Image.Image:
 
 def decoded_pixels(image: Image.Image) -> int:
     """Pixels the decoder will allocate for this opened image. A JPEG is asked first for the smallest DCT scale
-    (1/2, 1/4, 1/8) that keeps DECODE_SIDE: its decoder then never builds the full-resolution picture."""
+    (1/2, 1/4, 1/8) that keeps DRAFT_SIDE: its decoder then never builds the full-resolution picture."""
     if max(image.size) > DECODE_SIDE and image.format in ("JPEG", "MPO"):
         with decoder_errors(image):
-            image.draft(None, _scaled_size(image.size[::-1], DECODE_SIDE))
+            image.draft(None, _scaled_size(image.size[::-1], DRAFT_SIDE))
     return image.width * image.height
 
 
@@ -323,6 +324,12 @@ def mnist_digit(image: Image.Image) -> Digit:
     ink = paper_ink(image)  # photos of paper: the handwriting alone; None for clean uploads
     if ink is None:
         ink = normalise_polarity(to_grayscale(image))
+    return digit_of_ink(ink)
+
+
+def digit_of_ink(ink: Gray) -> Digit:
+    """White-on-black ink (H, W) -> the 28x28 digit: crop, thicken thin strokes, fit 20 px, centre the mass.
+    /read prepares each digit of a number with it too."""
     digit = fit_box(thicken_strokes(crop_to_ink(ink)))
     if float(digit.max()) < MIN_CONTRAST:
         raise BlankImage()

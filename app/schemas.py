@@ -116,3 +116,43 @@ class ModelDetail(ModelSummary):
 class Health(BaseModel):
     status: Literal["alive", "ready", "degraded", "not_ready", "draining"]
     models: dict[str, str] = Field(default_factory=dict, description="each model's status")
+
+
+class ReadDigit(BaseModel):
+    """One digit of a number read by /read."""
+
+    digit: int = Field(ge=0, le=9, description="the most probable digit", examples=[2])
+    confidence: float = Field(description="probability of that digit", examples=[0.998])
+    is_digit: bool = Field(description="whether the piece looks like a handwritten digit at all", examples=[True])
+    digit_score: float = Field(ge=0, le=1, description="the not-a-digit detector's score (1: a digit)", examples=[0.97])
+    box: list[int] = Field(
+        description="[x, y, width, height] in the uploaded image's pixels, the image turned upright by its EXIF "
+        "orientation, at full size",
+        examples=[[14, 22, 41, 63]],
+    )
+    probabilities: list[float] = Field(description="probability of each digit 0-9", examples=[PROBABILITIES_EXAMPLE])
+    activations_url: str = Field(
+        description="GET it for the activation maps of this digit as the model saw it",
+        examples=["http://127.0.0.1:8000/activations?input=AXjaY2AYBaNgFIyCUTAKRsEoGAUDAQAAcAAB...&model=cnn"],
+    )
+
+
+class IgnoredMark(BaseModel):
+    """Ink that is not a digit, left out of the text."""
+
+    box: list[int] = Field(description="[x, y, width, height], as a digit's box", examples=[[120, 80, 6, 6]])
+    reason: Literal["speck", "dot", "dash", "underline"] = Field(examples=["dot"])
+
+
+class NumberReading(BaseModel):
+    """A number written on one line, read digit by digit, left to right."""
+
+    text: str = Field(description="the digits left to right", examples=["2026"])
+    confidence: float = Field(
+        description="probability that the whole text is right: the product of the digits' confidences",
+        examples=[0.991],
+    )
+    model: str = Field(examples=["cnn"])
+    model_version: str = Field(examples=["1"])
+    digits: list[ReadDigit]
+    ignored: list[IgnoredMark] = Field(description="specks, dots, dashes and underlines, left to right")

@@ -114,7 +114,7 @@ def print_set(result: dict) -> None:
 
 
 def paper_stage_ms(repeats: int = 15) -> dict[str, float]:
-    """Median times (ms) on a 4000x3000 JPEG, one thread: decoding as the service does (DCT scaling to the 1,000 px
+    """Median times (ms) on a 4000x3000 JPEG, one thread: decoding as the service does (DCT scaling to ~1,000 px
     side, then reduction), the paper stage on that, and the whole of /predict's preparation to 28x28."""
     rng = np.random.default_rng(0)
     while True:  # a 12 MP photo from the notebook generator

@@ -67,6 +67,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: _error("The model failed to load", "model_unavailable", "Model 'lenet' is unavailable."),
 }
 
+# /read: a blank image, or one with only marks, has no digits to read.
+READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    422: _error(
+        "No digit in the image (`no_digits`), or invalid parameters",
+        "no_digits",
+        "Nothing in the image looks like a digit: only dots, dashes, lines or specks.",
+    ),
+}
+
 
 # Every operation can answer these; documented once for the whole API (replacing FastAPI's 422 schema,
 # since validation errors are rendered as {"detail", "code"} too).

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.helpers import encode
@@ -143,3 +144,58 @@ def test_phone_sized_screen(browser, live_server: str, tmp_path: Path) -> None:
 def test_page_works_offline(page) -> None:
     sources = page.eval_on_selector_all("script[src], link[href]", "els => els.map(e => e.src || e.href)")
     assert all("127.0.0.1" in s for s in sources), sources
+
+
+NUMBER = [  # 1 7 0 on the 840x240 number pad
+    [(120, 40), (120, 200)],
+    [(220, 50), (330, 50), (260, 200)],
+    [(470, 40), (425, 70), (410, 120), (425, 175), (470, 200), (515, 175), (530, 120), (515, 70), (470, 40)],
+]
+
+
+def draw_number(page, strokes: list[list[tuple[int, int]]]) -> None:
+    """Mouse strokes on the 840-px-wide number pad, in pad coordinates."""
+    box = page.locator("#number-pad").bounding_box()
+    scale = box["width"] / 840
+    for stroke in strokes:
+        x, y = stroke[0]
+        page.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=12)
+        page.mouse.up()
+
+
+def test_number_mode_reads_a_written_number_and_shows_each_digit(page, tmp_path: Path) -> None:
+    page.click("#mode-number")
+    assert page.locator("#pad").is_hidden()
+    draw_number(page, NUMBER)
+    with page.expect_response(lambda r: "/read?model=cnn" in r.url):  # the whole drawing, read now
+        page.click("#number-read")
+    page.wait_for_function("() => /^[0-9]+$/.test(document.getElementById('number-text').textContent)")
+    assert page.locator("#number-text").inner_text() == "170"
+    assert "sure of the whole number" in page.locator("#number-confidence").inner_text()
+    assert page.locator("#number-digits button").count() == 3
+    assert painted(page, "#number-boxes")  # the boxes and answers drawn over the drawing
+    page.screenshot(path=str(tmp_path / "number.png"), full_page=True)
+    page.locator("#number-digits button").nth(1).click()
+    assert predicted(page) == "7"  # the clicked digit's answer, bars and maps
+    assert page.locator("#maps canvas").count() >= 32 + 64
+
+
+def test_number_mode_reads_an_uploaded_picture(page, tmp_path: Path, mnist_sample: Mnist) -> None:
+    images = mnist_sample.test.images
+    row = np.zeros((40, 160), np.uint8)
+    for k in range(4):
+        row[6:34, k * 40 + 6 : k * 40 + 34] = images[k]
+    path = tmp_path / "number.png"
+    path.write_bytes(encode(255 - row))
+    page.click("#mode-number")
+    page.set_input_files("#number-file", str(path))
+    expected = "".join(str(label) for label in mnist_sample.test.labels[:4])
+    page.wait_for_function(f"() => document.getElementById('number-text').textContent === '{expected}'")
+    page.click("#number-clear")
+    page.click("#number-read")  # a blank pad
+    page.wait_for_function("() => document.getElementById('number-confidence').textContent.includes('blank')")
+    page.click("#mode-digit")
+    assert page.locator("#pad").is_visible()

@@ -1,0 +1,86 @@
+"""POST /read: read a handwritten number written on one line."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request, Response
+
+from app.deps import (
+    INLINE_PIXELS,
+    base_url,
+    decode_pool_of,
+    limits,
+    model_query,
+    read_image,
+    registry_of,
+    settings_of,
+)
+from app.preprocess import decoded_pixels, model_input, open_image
+from app.reading import Plan, Reading, plan_upload, resolve
+from app.routes.docs import COMMON_ERRORS, IMAGE_BODY, MODEL_PARAMETER, READ_ERRORS
+from app.routes.predict import DirectRoute, digit_verdict, json_response, wanted_outputs
+from app.runtime.batcher import Outputs
+from app.runtime.registry import LoadedModel
+from app.schemas import IgnoredMark, NumberReading, ReadDigit
+from app.tokens import encode_token
+
+router = APIRouter(tags=["read"], route_class=DirectRoute, responses=COMMON_ERRORS)
+
+
+async def plan_of(request: Request, data: bytes) -> Plan:
+    """The upload segmented into candidate digits: small images inline, larger ones in a decoding thread within the
+    decode budget, as /predict decodes them."""
+    settings = settings_of(request)
+    cost = decoded_pixels(open_image(data, limits(settings)))  # the header only
+    if cost <= INLINE_PIXELS:
+        return plan_upload(data, limits(settings))
+    return await decode_pool_of(request).run(cost, plan_upload, data, limits(settings))
+
+
+def render(request: Request, model: LoadedModel, reading: Reading, outputs: Outputs, token_key: str) -> NumberReading:
+    assert model.card is not None
+    root = base_url(request)
+    digits = []
+    for d in reading.digits:
+        is_digit, score = digit_verdict(model, outputs, d.row)
+        token = encode_token(d.pixels, token_key)
+        digits.append(
+            ReadDigit(
+                digit=d.digit,
+                confidence=d.confidence,
+                is_digit=is_digit,
+                digit_score=score,
+                box=list(d.box),
+                probabilities=d.probabilities,
+                activations_url=f"{root}activations?input={token}&model={quote(model.name)}",
+            )
+        )
+    return NumberReading(
+        text=reading.text,
+        confidence=reading.confidence,
+        model=model.name,
+        model_version=model.card.version,
+        digits=digits,
+        ignored=[IgnoredMark(box=list(i.box), reason=i.reason) for i in reading.ignored],  # type: ignore[arg-type]
+    )
+
+
+@router.post(
+    "/read",
+    response_model=NumberReading,
+    responses=READ_ERRORS,
+    openapi_extra={**IMAGE_BODY, "parameters": [MODEL_PARAMETER]},
+)
+async def read_number(request: Request) -> Response:
+    """Read a number handwritten on one line (a postcode, an amount, a year): its digits left to right.
+
+    Same formats, limits and errors as /predict. Specks, dots, dashes and underlines are listed under `ignored`;
+    an image with no digit at all is 422 `no_digits`. Boxes are in the uploaded image's pixels.
+    """
+    settings, loaded = settings_of(request), registry_of(request).get(model_query(request))
+    plan = await plan_of(request, await read_image(request))
+    # Every candidate piece of every group in one model call; the best reading is chosen from its answers.
+    outputs = await loaded.infer(model_input(plan.batch()), [*wanted_outputs(loaded), "logits"])
+    reading = resolve(plan, outputs["probabilities"], outputs["logits"])
+    return json_response(render(request, loaded, reading, outputs, settings.token_key))

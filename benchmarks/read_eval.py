@@ -1,0 +1,266 @@
+"""Accuracy of reading whole numbers (app.reading), on numbers composed here from MNIST *test* digits only.
+
+Two sets, each from its own generator and seed:
+- "photos": 2-8 digits with random spacing (in about a third of the numbers one pair touches or slightly overlaps),
+  size and baseline jitter, slant, dark ink on tinted, unevenly lit, noisy paper, saved as JPEG.
+- "styles": built differently: thin pen lines or heavy marker strokes, light chalk on a dark board or ink on white,
+  the whole line tilted, PNG, no touching digits, and often a decimal point, a dash or an underline that must be
+  left out of the text.
+
+    python -m benchmarks.read_eval --seed 1 --count 1000      # or: make evaluate-read
+
+Develop on --seed 0 (the dev seed); report on other seeds. Figures go to stdout and, with --json, to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from PIL import Image, ImageDraw, ImageFilter
+
+from app.errors import ServiceError
+from app.preprocess import model_input
+from app.reading import Reading, plan_upload, resolve
+from training.data import load_split, resolve_data_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: bytes
+    text: str
+    touching: bool
+
+
+def digit_ink(image: npt.NDArray[np.uint8]) -> Image.Image:
+    """An MNIST digit cropped to its ink, as a float image in [0, 1]."""
+    rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+    crop = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32) / 255
+    return Image.fromarray(crop, mode="F")
+
+
+def sheared(ink: Image.Image, height: int, slant: float) -> npt.NDArray[np.float32]:
+    """The digit scaled to `height` px and slanted (x shifted by slant * distance above the baseline)."""
+    width = max(1, round(ink.width * height / ink.height))
+    scaled = ink.resize((width, height), Image.Resampling.BICUBIC)
+    extra = math.ceil(abs(slant) * height)
+    canvas = scaled.transform(
+        (width + extra, height),
+        Image.Transform.AFFINE,
+        (1, slant, -extra if slant > 0 else 0, 0, 1, 0),
+        Image.Resampling.BILINEAR,
+    )
+    return np.clip(np.asarray(canvas, dtype=np.float32), 0, 1)
+
+
+def compose(
+    glyphs: list[npt.NDArray[np.float32]], gaps: list[int], offsets: list[int], margin: int
+) -> npt.NDArray[np.float32]:
+    """The glyphs side by side (gap i between glyph i and i+1, negative overlaps), ink combined by max."""
+    tallest = max(g.shape[0] for g in glyphs) + 2 * max(abs(o) for o in offsets)
+    width = sum(g.shape[1] for g in glyphs) + sum(gaps) + 2 * margin
+    canvas = np.zeros((tallest + 2 * margin, max(width, 2 * margin + 1)), np.float32)
+    x = margin
+    for glyph, gap, offset in zip(glyphs, [*gaps, 0], offsets, strict=True):
+        y = margin + (tallest - glyph.shape[0]) // 2 + offset
+        h, w = glyph.shape
+        canvas[y : y + h, x : x + w] = np.maximum(canvas[y : y + h, x : x + w], glyph)
+        x += w + gap
+    return canvas
+
+
+def touching_gap(left: npt.NDArray[np.float32], right: npt.NDArray[np.float32], overlap: int) -> int:
+    """The gap that makes two glyphs' ink meet (then overlap by `overlap` px), row by row."""
+    rows = min(left.shape[0], right.shape[0])
+    best = -(10**6)
+    for r in range(rows):
+        a, b = np.flatnonzero(left[r] > 0.3), np.flatnonzero(right[r] > 0.3)
+        if len(a) and len(b):
+            best = max(best, -(left.shape[1] - 1 - a[-1]) - b[0])  # gap at which this row's ink touches
+    return (best if best > -(10**6) else 0) - overlap
+
+
+def photo_paper(shape: tuple[int, int], rng: np.random.Generator) -> npt.NDArray[np.float32]:
+    """Light paper, lit unevenly (a gradient and a soft shadow), with grain; RGB in [0, 1]."""
+    height, width = shape
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    gradient = (np.cos(angle) * xs / width + np.sin(angle) * ys / height) * rng.uniform(0.05, 0.2)
+    cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0.3, 1.0) * max(height, width)
+    shadow = rng.uniform(0, 0.15) * np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * r**2))
+    light = rng.uniform(0.8, 0.97) - gradient - shadow + rng.normal(0, 0.02, shape)
+    tint = rng.uniform(0.93, 1.0, 3)
+    return np.clip(light[..., None] * tint, 0, 1).astype(np.float32)
+
+
+def to_jpeg(rgb: npt.NDArray[np.float32], quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.rint(rgb * 255).astype(np.uint8)).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def photo_number(images: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8], rng: np.random.Generator) -> Sample:
+    """Set 1: one number photographed on paper."""
+    count = int(rng.integers(2, 9))
+    picks = rng.integers(0, len(labels), count)
+    height = int(rng.integers(36, 90))
+    slant = float(rng.uniform(-0.2, 0.2))
+    glyphs = [sheared(digit_ink(images[i]), max(12, round(height * rng.uniform(0.85, 1.15))), slant) for i in picks]
+    gaps = [round(height * rng.uniform(0.1, 0.5)) for _ in range(count - 1)]
+    touching = bool(rng.random() < 0.3)
+    if touching:
+        pair = int(rng.integers(0, count - 1))
+        gaps[pair] = touching_gap(glyphs[pair], glyphs[pair + 1], int(rng.integers(0, max(1, height // 12))))
+    offsets = [round(height * rng.uniform(-0.08, 0.08)) for _ in range(count)]
+    ink = compose(glyphs, gaps, offsets, margin=int(rng.integers(10, 60)))
+    blurred = Image.fromarray(np.rint(ink * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1)))
+    ink = np.asarray(blurred, dtype=np.float32) / 255
+    paper = photo_paper(ink.shape, rng)
+    colour = rng.uniform(0.0, 0.3, 3).astype(np.float32)  # black, blue-black or grey ink
+    strength = ink[..., None] * rng.uniform(0.75, 1.0)
+    rgb = paper * (1 - strength) + colour * strength
+    text = "".join(str(int(labels[i])) for i in picks)
+    return Sample(to_jpeg(rgb, int(rng.integers(60, 92))), text, touching)
+
+
+def styled_number(images: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8], rng: np.random.Generator) -> Sample:
+    """Set 2: thin pen or heavy marker, chalk on a board or ink on white, tilted, with punctuation; PNG."""
+    count = int(rng.integers(2, 9))
+    picks = rng.integers(0, len(labels), count)
+    height = int(rng.integers(50, 120))
+    glyphs = []
+    for i in picks:
+        glyph = sheared(digit_ink(images[i]), height, 0.0)
+        solid = Image.fromarray(((glyph > 0.5) * 255).astype(np.uint8))
+        style = rng.choice(["pen", "marker", "plain"])
+        if style == "pen":  # a fine line: the stroke eroded to ~2 px
+            solid = solid.filter(ImageFilter.MinFilter(2 * (height // 40) + 1))
+        elif style == "marker":
+            solid = solid.filter(ImageFilter.MaxFilter(3))
+        glyphs.append(np.asarray(solid, dtype=np.float32) / 255)
+    gaps = [round(height * rng.uniform(0.25, 0.7)) for _ in range(count - 1)]
+    mark = rng.choice(["none", "point", "dash", "underline"])
+    if mark in ("point", "dash") and count > 2:
+        at = int(rng.integers(0, count - 1))
+        gaps[at] += round(height * 0.4)
+    ink = compose(glyphs, gaps, [0] * count, margin=40)
+    ink_image = Image.fromarray((ink * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(ink_image)
+    bottom = 40 + height
+    stroke = max(3, height // 12)
+    if mark == "point" and count > 2:
+        x = 40 + sum(g.shape[1] for g in glyphs[: at + 1]) + sum(gaps[:at]) + gaps[at] // 2
+        draw.ellipse((x - stroke, bottom - 2 * stroke, x + stroke, bottom), fill=255)
+    elif mark == "dash" and count > 2:
+        x = 40 + sum(g.shape[1] for g in glyphs[: at + 1]) + sum(gaps[:at]) + gaps[at] // 2
+        draw.line((x - height // 6, 40 + height // 2, x + height // 6, 40 + height // 2), fill=255, width=stroke)
+    elif mark == "underline":
+        draw.line((30, bottom + height // 5, ink.shape[1] - 30, bottom + height // 5), fill=255, width=stroke)
+    tilted = ink_image.rotate(float(rng.uniform(-4, 4)), resample=Image.Resampling.BILINEAR, expand=True)
+    ink = np.asarray(tilted, dtype=np.float32)[..., None] / 255
+    if rng.random() < 0.5:  # chalk on a dark green-grey board
+        board, chalk = np.array([0.15, 0.22, 0.2]), np.array([0.92, 0.92, 0.88])
+    else:
+        board, chalk = np.array([1.0, 1.0, 1.0]), np.array([0.1, 0.1, 0.45])
+    rgb = board * (1 - ink) + chalk * ink
+    buffer = io.BytesIO()
+    Image.fromarray(np.rint(rgb * 255).astype(np.uint8)).save(buffer, "PNG")
+    text = "".join(str(int(labels[i])) for i in picks)
+    return Sample(buffer.getvalue(), text, False)
+
+
+def read(sample: Sample, session: ort.InferenceSession) -> Reading | ServiceError:
+    """The number as /read reads it: same planning, one batched model call."""
+    try:
+        plan = plan_upload(sample.image)
+        probabilities, logits = session.run(["probabilities", "logits"], {"image": model_input(plan.batch())})
+        return resolve(plan, probabilities, logits)
+    except ServiceError as exc:
+        return exc
+
+
+def failure_kind(expected: str, got: Reading | ServiceError) -> str:
+    if isinstance(got, ServiceError):
+        return f"error {got.code}"
+    if len(got.text) < len(expected):
+        return "digits merged or missed"
+    if len(got.text) > len(expected):
+        return "digit split or mark read as digit"
+    return "digit misread"
+
+
+def evaluate(samples: list[Sample], session: ort.InferenceSession) -> dict[str, object]:
+    right = digits_right = digits_total = 0
+    touching = touching_right = 0
+    kinds: Counter[str] = Counter()
+    examples: list[str] = []
+    for sample in samples:
+        got = read(sample, session)
+        text = got.text if isinstance(got, Reading) else ""
+        ok = text == sample.text
+        right += ok
+        touching += sample.touching
+        touching_right += sample.touching and ok
+        digits_total += len(sample.text)
+        if len(text) == len(sample.text):
+            digits_right += sum(a == b for a, b in zip(text, sample.text, strict=True))
+        else:  # aligned from both ends: a merge or a split costs the digits between
+            prefix = next(
+                (i for i, (a, b) in enumerate(zip(text, sample.text, strict=False)) if a != b),
+                min(len(text), len(sample.text)),
+            )
+            digits_right += prefix
+        if not ok:
+            kinds[failure_kind(sample.text, got)] += 1
+            if len(examples) < 12:
+                examples.append(f"{sample.text} -> {text or got.code}")  # type: ignore[union-attr]
+    return {
+        "numbers": len(samples),
+        "whole_number_accuracy": right / len(samples),
+        "digit_accuracy": digits_right / digits_total,
+        "with_touching_pair": touching,
+        "touching_accuracy": touching_right / touching if touching else None,
+        "failures": dict(kinds.most_common()),
+        "examples": examples,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=1, help="generator seed (0 is the dev seed; report on others)")
+    parser.add_argument("--count", type=int, default=1000, help="numbers in the photos set (styles gets a third)")
+    parser.add_argument("--model", default="cnn", help="model under models/ to read with")
+    parser.add_argument("--data-dir", default=None, help="MNIST directory (default $MNIST_DIR or ./data/mnist)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    args = parser.parse_args()
+    test, _ = load_split(resolve_data_dir(args.data_dir), "t10k", verify=False)  # test digits only
+    session = ort.InferenceSession(str(ROOT / "models" / args.model / "model.onnx"), providers=["CPUExecutionProvider"])
+    photos_rng, styles_rng = np.random.default_rng([args.seed, 1]), np.random.default_rng([args.seed, 2])
+    started = time.perf_counter()
+    photos = [photo_number(test.images, test.labels, photos_rng) for _ in range(args.count)]
+    styles = [styled_number(test.images, test.labels, styles_rng) for _ in range(max(1, args.count // 3))]
+    results = {
+        "seed": args.seed,
+        "model": args.model,
+        "photos": evaluate(photos, session),
+        "styles": evaluate(styles, session),
+    }
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Segmentation of a handwritten number (app.reading), on numbers composed from the shipped MNIST sample and read
+by the bundled CNN through ONNX Runtime, as /read reads them."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+import pytest
+
+from app.errors import NoDigits, TooManyDigits
+from app.preprocess import model_input
+from app.reading import Reading, label_components, plan_reading, plan_upload, resolve
+from tests.helpers import MODELS_DIR, encode
+from training.data import Mnist
+
+SCALE = 3  # digits enlarged from 28 to 84 px, as written on paper
+
+
+@pytest.fixture(scope="module")
+def cnn() -> ort.InferenceSession:
+    return ort.InferenceSession(str(MODELS_DIR / "cnn" / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+def enlarged(digit: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    return np.kron(digit.astype(np.float32) / 255, np.ones((SCALE, SCALE), np.float32))
+
+
+def row_of(digits: list[npt.NDArray[np.float32]], lefts: list[int], tops: list[int] | None = None) -> np.ndarray:
+    """White-on-black ink: each enlarged digit pasted at its left edge (ink combined by max)."""
+    field = 28 * SCALE
+    ink = np.zeros((field + 80, max(lefts) + field + 40), np.float32)
+    for digit, left, top in zip(digits, lefts, tops or [40] * len(digits), strict=True):
+        ink[top : top + field, left : left + field] = np.maximum(ink[top : top + field, left : left + field], digit)
+    return ink
+
+
+def read(ink: np.ndarray, cnn: ort.InferenceSession) -> Reading:
+    plan = plan_reading(ink)
+    return resolve(plan, *cnn.run(["probabilities", "logits"], {"image": model_input(plan.batch())}))
+
+
+def test_components_are_eight_connected() -> None:
+    mask = np.array(
+        [
+            [1, 0, 0, 0, 1],
+            [0, 1, 0, 0, 1],
+            [0, 0, 0, 0, 0],
+            [1, 1, 0, 1, 0],
+        ],
+        bool,
+    )
+    labels, count = label_components(mask)
+    assert count == 4
+    assert labels[0, 0] == labels[1, 1]  # diagonal neighbours
+    assert labels[0, 4] == labels[1, 4] != labels[0, 0]
+    assert labels[3, 0] == labels[3, 1] != labels[3, 3]
+    assert (labels == 0).sum() == (~mask).sum()
+
+
+def test_digits_are_read_left_to_right_whatever_their_height(mnist_sample: Mnist, cnn: ort.InferenceSession) -> None:
+    images, labels = mnist_sample.test.images[:4], mnist_sample.test.labels[:4]  # 7 2 1 0
+    reading = read(row_of([enlarged(d) for d in images], [20, 120, 220, 320], [40, 10, 70, 40]), cnn)
+    assert reading.text == "".join(map(str, labels))
+    assert [d.box[0] for d in reading.digits] == sorted(d.box[0] for d in reading.digits)
+    assert reading.confidence == pytest.approx(np.prod([d.confidence for d in reading.digits]))
+    assert reading.ignored == []
+
+
+def test_a_broken_digit_is_merged(mnist_sample: Mnist, cnn: ort.InferenceSession) -> None:
+    """A 5 whose flag is written apart from its body is one digit, not two."""
+    five = enlarged(mnist_sample.test.images[8])
+    rows = np.flatnonzero(five.any(axis=1))
+    five[rows[0] + 15 : rows[0] + 21] = 0  # a gap under the flag
+    ink = row_of([five, enlarged(mnist_sample.test.images[0])], [20, 130])
+    assert label_components(ink > 0.2)[1] >= 3  # the flag, the body, the 7
+    assert read(ink, cnn).text == "57"
+
+
+def test_touching_digits_are_split(mnist_sample: Mnist, cnn: ort.InferenceSession) -> None:
+    """A 0 and a 4 written so close that their ink joins are cut apart where the classifier is surest."""
+    zero, four = enlarged(mnist_sample.test.images[3]), enlarged(mnist_sample.test.images[4])
+    offset = next(o for o in range(84, 0, -1) if label_components(row_of([zero, four], [20, 20 + o]) > 0.2)[1] == 1)
+    ink = row_of([zero, four], [20, 20 + offset - 2])  # their ink just joined, then 2 px closer
+    reading = read(ink, cnn)
+    assert reading.text == "04"
+    assert reading.digits[0].box[0] < reading.digits[1].box[0]
+
+
+def test_an_underline_and_a_decimal_point_are_ignored(mnist_sample: Mnist, cnn: ort.InferenceSession) -> None:
+    digits = [enlarged(d) for d in mnist_sample.test.images[:3]]  # 7 2 1
+    ink = row_of(digits, [20, 110, 230])
+    ink[108:116, 195:203] = 1.0  # a point on the baseline between the 2 and the 1
+    ink[135:141, 20:320] = 1.0  # a line under the number
+    reading = read(ink, cnn)
+    assert reading.text == "721"
+    assert sorted(i.reason for i in reading.ignored) == ["dot", "underline"]
+    point = next(i for i in reading.ignored if i.reason == "dot")
+    assert point.box == (195, 108, 8, 8)
+
+
+def test_no_digit_at_all(cnn: ort.InferenceSession) -> None:
+    dots = np.zeros((100, 300), np.float32)
+    dots[50:53, 40:43] = dots[60:62, 200:203] = 1.0
+    dots[20:24, 100:300] = 1.0
+    with pytest.raises(NoDigits):
+        read(dots, cnn)
+    with pytest.raises(NoDigits):
+        plan_upload(encode(np.full((50, 80), 255, np.uint8)))
+
+
+def test_boxes_are_in_the_uploaded_pixels_of_a_reduced_photo(mnist_sample: Mnist, cnn: ort.InferenceSession) -> None:
+    """A 2112-px-wide picture is decoded at 1,024 px; its boxes are given back at 2112."""
+    ink = row_of([enlarged(d) for d in mnist_sample.test.images[:2]], [20, 140])
+    paper = (255 - np.kron(ink, np.ones((8, 8), np.float32)) * 255).astype(np.uint8)  # 8x larger, dark on light
+    plan = plan_upload(encode(paper))
+    reading = resolve(plan, *cnn.run(["probabilities", "logits"], {"image": model_input(plan.batch())}))
+    assert reading.text == "72"
+    columns = np.flatnonzero((paper < 128).any(axis=0))
+    x, _, width, _ = reading.digits[0].box
+    assert abs(x - columns[0]) <= 8 * 3
+    assert x + width <= paper.shape[1]
+
+
+def test_a_page_of_marks_is_refused_before_the_model_call() -> None:
+    stripes = np.tile((np.arange(1000) % 12 < 4).astype(np.float32), (60, 1))  # 84 vertical bars
+    with pytest.raises(TooManyDigits, match="84 separate marks"):
+        plan_reading(stripes)
