@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from app.connections import uvicorn_options
 from app.observability import configure_logging
 from app.settings import Settings
 
@@ -21,6 +22,7 @@ def main() -> None:
         log_config=None,  # keep the JSON logging configured above
         access_log=False,  # the service logs each request itself, with its request id
         timeout_graceful_shutdown=30,
+        **uvicorn_options(),  # header deadline and size limits (app.connections)
     )
 
 

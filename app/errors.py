@@ -14,10 +14,13 @@ ServiceError
 ├── BlankImage             422 blank_image
 ├── UnknownModel           404 unknown_model
 ├── ModelUnavailable       503 model_unavailable
+│   └── ModelRestarting    503 model_unavailable (with Retry-After)
 ├── UnknownLayer           404 unknown_layer
 ├── NoTemplates            404 no_templates
 ├── BadToken               400 bad_token
 ├── Unauthorized           401 unauthorized
+├── RequestTimedOut        408 request_timeout
+├── HeadersTooLarge        431 headers_too_large
 └── Timeout                504 timeout
 """
 
@@ -29,6 +32,7 @@ from collections.abc import Iterable
 class ServiceError(Exception):
     status_code = 400
     code = "bad_request"
+    retry_after_s: int | None = None  # set when the same request may succeed later: sent as Retry-After
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -104,6 +108,12 @@ class ModelUnavailable(ServiceError):
     code = "model_unavailable"
 
 
+class ModelRestarting(ModelUnavailable):
+    """The model process stopped with this request in it; a new one is starting: the request may be sent again."""
+
+    retry_after_s = 1
+
+
 class UnknownLayer(ServiceError):
     status_code = 404
     code = "unknown_layer"
@@ -121,6 +131,18 @@ class BadToken(ServiceError):
 class Unauthorized(ServiceError):
     status_code = 401
     code = "unauthorized"
+
+
+class RequestTimedOut(ServiceError):
+    """The client was too slow to send its request (MNIST_HEADER_TIMEOUT_S, MNIST_BODY_TIMEOUT_S)."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
+class HeadersTooLarge(ServiceError):
+    status_code = 431
+    code = "headers_too_large"
 
 
 class Timeout(ServiceError):

@@ -32,6 +32,8 @@ def render(
 
 def render_error(request: Request, error: ServiceError, headers: dict[str, str] | None = None) -> JSONResponse:
     """The service's own error as its response; middleware, which runs outside the handlers, answers with it too."""
+    if error.retry_after_s is not None:
+        headers = {**(headers or {}), "Retry-After": str(error.retry_after_s)}
     return render(request, error.status_code, error.detail, error.code, headers)
 
 

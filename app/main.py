@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from app.handlers import install_error_handlers
-from app.middleware import ApiKey, BodySizeLimit, RequestTimeout
+from app.middleware import ApiKey, BodySizeLimit, BodyTimeout, RequestTimeout, SecurityHeaders
 from app.observability import Metrics, RequestObserver
 from app.routes import activations, health, models, pages, predict, v2
 from app.routes import metrics as metrics_route
@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Each add_middleware wraps the ones before it: the observer sees everything, CORS preflights need no key.
     app.add_middleware(RequestTimeout, seconds=settings.request_timeout_s)
+    app.add_middleware(BodyTimeout, seconds=settings.body_timeout_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     if settings.api_key:
         app.add_middleware(ApiKey, key=settings.api_key)
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
         )
     app.add_middleware(RequestObserver, metrics=metrics)
+    app.add_middleware(SecurityHeaders)  # outermost: on every response, the middleware's own errors included
     for module in (activations, models, health, v2, metrics_route, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")

@@ -16,11 +16,16 @@ async def live() -> Health:
     return Health(status="alive")
 
 
-@router.get("/ready", responses={503: {"model": Health, "description": "The default model is not serving"}})
+@router.get(
+    "/ready", responses={503: {"model": Health, "description": "The default model is not serving, or is restarting"}}
+)
 async def ready(registry: RegistryDep, response: Response) -> Health:
-    """Every model is loaded and warmed up (`degraded`: some failed to load, the default serves)."""
+    """Every model is loaded and warmed up (`degraded`: some failed to load, the default serves); 503 while the
+    default cannot serve, or while the model process is restarting."""
     statuses = {name: "ready" if m.available else f"unavailable: {m.error}" for name, m in registry.models.items()}
-    if not registry.models[registry.default_model].available:
+    if registry.restarting:  # the model process was lost and a new one is starting: send traffic elsewhere
+        statuses = {name: "restarting" if status == "ready" else status for name, status in statuses.items()}
+    if registry.restarting or not registry.models[registry.default_model].available:
         response.status_code = 503
         return Health(status="not_ready", models=statuses)
     return Health(status="degraded" if registry.unavailable else "ready", models=statuses)
