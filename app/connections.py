@@ -58,10 +58,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        started = self._in_headers
         super().data_received(data)
         # A head still incomplete after this many bytes is too large, whatever it holds (llhttp would buffer it all).
-        if started and self._in_headers and not self.transport.is_closing():
+        # (A chunk that also ends the previous request's body counts whole: a pipelined upload may meet it early.)
+        if self._in_headers and not self.transport.is_closing():
             self._head_received += len(data)
             if self._head_received > self.limits.max_header_bytes:
                 self._refuse(_headers_too_large(self.limits.max_header_bytes))
@@ -126,7 +126,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, refusal: ServiceError) -> None:
         """Answer with the service's JSON error body, then close: the rest of the stream cannot be trusted."""
         self._disarm_header_timer()
-        self.logger.warning("refused a request from %s: %s", self.client, refusal.detail)
+        self.logger.info("refused a request from %s: %s", self.client, refusal.detail)
         body = json.dumps({"detail": refusal.detail, "code": refusal.code}).encode()
         head = [STATUS_LINE[refusal.status_code]]
         head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
