@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MNIST_DIR ?= ../shared/data/mnist
 export MNIST_DIR
 
-.PHONY: install install-dev install-train run test check format train evaluate bench soak docker clean
+.PHONY: install install-dev install-train run test check format train evaluate bench soak slowloris docker clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ bench: install-dev                 ## load-test the service against its ceiling 
 soak: install-dev                  ## two minutes of mixed valid and invalid load; checks statuses and memory
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(PY) -m benchmarks.soak
+
+slowloris: install-dev             ## p99 at c=16 with 200 slow clients vs without; recovery after kill -9 of the model
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(PY) -m benchmarks.slowloris
 
 docker:                            ## build the CPU image
 	docker build --network host -t mnist-serve:latest .
