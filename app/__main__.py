@@ -6,6 +6,7 @@ import math
 
 import uvicorn
 
+from app.connections import uvicorn_options
 from app.observability import configure_logging
 from app.settings import Settings
 
@@ -34,6 +35,7 @@ def main() -> None:
         timeout_graceful_shutdown=graceful_shutdown_s(settings),
         timeout_keep_alive=settings.keep_alive_s,
         forwarded_allow_ips=settings.forwarded_allow_ips,  # proxy_headers is on: X-Forwarded-Proto/-For from these
+        **uvicorn_options(),  # header deadline and size limits (app.connections)
     )
 
 

@@ -16,11 +16,14 @@ ServiceError
 ├── TooManyDigits          422 too_many_digits
 ├── UnknownModel           404 unknown_model
 ├── ModelUnavailable       503 model_unavailable
-├── Overloaded             503 overloaded (Retry-After)
+├── Overloaded             503 overloaded (with Retry-After)
+│   └── ModelRestarting    503 model_unavailable (with Retry-After)
 ├── UnknownLayer           404 unknown_layer
 ├── NoTemplates            404 no_templates
 ├── BadToken               400 bad_token
 ├── Unauthorized           401 unauthorized
+├── RequestTimedOut        408 request_timeout
+├── HeadersTooLarge        431 headers_too_large
 └── Timeout                504 timeout
 """
 
@@ -32,7 +35,7 @@ from collections.abc import Iterable
 class ServiceError(Exception):
     status_code = 400
     code = "bad_request"
-    headers: dict[str, str] = {}  # noqa: RUF012 - read-only; extra response headers, e.g. Retry-After
+    retry_after_s: int | None = None  # set when the same request may succeed later: sent as Retry-After
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -127,7 +130,13 @@ class Overloaded(ServiceError):
 
     status_code = 503
     code = "overloaded"
-    headers = {"Retry-After": "1"}  # noqa: RUF012
+    retry_after_s = 1
+
+
+class ModelRestarting(ModelUnavailable):
+    """The model process stopped with this request in it; a new one is starting: the request may be sent again."""
+
+    retry_after_s = 1
 
 
 class UnknownLayer(ServiceError):
@@ -147,6 +156,18 @@ class BadToken(ServiceError):
 class Unauthorized(ServiceError):
     status_code = 401
     code = "unauthorized"
+
+
+class RequestTimedOut(ServiceError):
+    """The client was too slow to send its request (MNIST_HEADER_TIMEOUT_S, MNIST_BODY_TIMEOUT_S)."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
+class HeadersTooLarge(ServiceError):
+    status_code = 431
+    code = "headers_too_large"
 
 
 class Timeout(ServiceError):

@@ -32,7 +32,9 @@ def render(
 
 def render_error(request: Request, error: ServiceError, headers: dict[str, str] | None = None) -> JSONResponse:
     """The service's own error as its response; middleware, which runs outside the handlers, answers with it too."""
-    return render(request, error.status_code, error.detail, error.code, {**error.headers, **(headers or {})})
+    if error.retry_after_s is not None:
+        headers = {**(headers or {}), "Retry-After": str(error.retry_after_s)}
+    return render(request, error.status_code, error.detail, error.code, headers)
 
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:

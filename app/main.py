@@ -16,7 +16,7 @@ from app.admission import Budget, DecodePool
 from app.cpus import CpuShare, cpu_share
 from app.handlers import install_error_handlers
 from app.memory import configure_allocator
-from app.middleware import ApiKey, BodySizeLimit, RequestTimeout
+from app.middleware import ApiKey, BodySizeLimit, BodyTimeout, RequestTimeout, SecurityHeaders
 from app.observability import Metrics, RequestObserver
 from app.routes import activations, health, models, pages, predict, read, v2
 from app.routes import metrics as metrics_route
@@ -128,6 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Each add_middleware wraps the ones before it: the observer sees everything, CORS preflights need no key.
     app.add_middleware(RequestTimeout, seconds=settings.request_timeout_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes, budget=bodies)
+    # Outside the size limit, so that its deadline also covers a body read only to be thrown away (a 503 overloaded).
+    app.add_middleware(BodyTimeout, seconds=settings.body_timeout_s)
     if settings.api_key:
         app.add_middleware(ApiKey, key=settings.api_key)
     if settings.cors_origins:
@@ -135,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
         )
     app.add_middleware(RequestObserver, metrics=metrics)
+    app.add_middleware(SecurityHeaders)  # outermost: on every response, the middleware's own errors included
     for module in (read, activations, models, health, v2, metrics_route, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: body size limit (enforced while the body streams in), API key, request timeout."""
+"""Pure ASGI middleware: body size limit (enforced while the body streams in), API key, request and body timeouts,
+security headers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.admission import Budget
-from app.errors import Overloaded, PayloadTooLarge, Timeout, Unauthorized
+from app.errors import Overloaded, PayloadTooLarge, RequestTimedOut, Timeout, Unauthorized
 from app.handlers import render_error
 
 
@@ -136,3 +137,96 @@ class RequestTimeout:
                 return  # too late for a 504: the response ends short, as the client's own timeout would see it
             error = Timeout(f"The request took longer than {self.seconds:g} s (MNIST_REQUEST_TIMEOUT_S); try again.")
             await render_error(Request(scope), error)(scope, receive, send)
+
+
+class BodyTimeout:
+    """A request's whole body must arrive within `seconds` of its headers: else a 408, and the connection closes.
+
+    A total, not an idle, deadline: a client sending one byte a second is never idle. (The headers' deadline is
+    app.connections': uvicorn reads them before the application sees the request.)
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        timer = asyncio.timeout(self.seconds)
+        started = False
+
+        async def timed_receive() -> Message:
+            message = await receive()
+            if not message.get("more_body", False):
+                timer.reschedule(None)  # the whole body is in: what follows is the request timeout's business
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                timer.reschedule(None)  # answered without the whole body (a 413, a 401): not a slow client
+            await send(message)
+
+        try:
+            async with timer:
+                await self.app(scope, timed_receive, tracking_send)
+        except TimeoutError:
+            if not timer.expired() or started:
+                raise
+            error = RequestTimedOut(
+                f"The request body did not arrive within {self.seconds:g} s (MNIST_BODY_TIMEOUT_S)."
+            )
+            # Close the connection: the rest of the body may still be on its way, and cannot be told from a request.
+            await render_error(Request(scope), error, {"Connection": "close"})(scope, receive, send)
+
+
+def _has_body(scope: Scope) -> bool:
+    headers = dict(scope["headers"])
+    return headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+
+
+# The page loads its own script and style only, draws on canvases and blob: images, and talks to this origin.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+API_POLICY = "default-src 'none'; frame-ancestors 'none'"  # JSON is never a document to run or embed
+# FastAPI's /docs and /redoc load Swagger UI and ReDoc from a CDN with an inline script: framing is all they refuse.
+DOCS_POLICY = "frame-ancestors 'none'"
+_COMMON = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY")]
+
+
+class SecurityHeaders:
+    """Every response says nosniff, no referrer, no framing; the page and its files also get a strict CSP."""
+
+    PAGE_PATHS = ("/static/",)
+    PAGE_EXACT = ("/", "/favicon.ico")
+    DOCS_PATHS = ("/docs", "/redoc")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._headers = {
+            policy: [*_COMMON, (b"content-security-policy", policy.encode())]
+            for policy in (PAGE_POLICY, API_POLICY, DOCS_POLICY)
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = self._headers[self._policy(scope["path"])]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def _policy(self, path: str) -> str:
+        if path in self.PAGE_EXACT or path.startswith(self.PAGE_PATHS):
+            return PAGE_POLICY
+        return DOCS_POLICY if path.startswith(self.DOCS_PATHS) else API_POLICY

@@ -75,6 +75,17 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0)
     """A request not answered within this many seconds gets a 504."""
 
+    header_timeout_s: float = Field(10.0, gt=0)
+    """A request's line and headers must arrive within this many seconds of its first byte (or of the connection's
+    start); else 408 and the connection is closed. Cuts off slow-header (slowloris) clients."""
+
+    body_timeout_s: float = Field(20.0, gt=0)
+    """A request's whole body must arrive within this many seconds of its headers; else 408 and the connection is
+    closed. 20 s takes the largest upload (MNIST_MAX_UPLOAD_BYTES) at 4 Mbit/s; a digit image in well under 1 s."""
+
+    max_header_bytes: int = Field(16_384, ge=1024)
+    """Largest request line plus headers accepted, in bytes (larger: 431, and the connection is closed)."""
+
     strict_provider: bool = False
     """Refuse to start when MNIST_PROVIDER=cuda but CUDA is not available (instead of falling back to CPU)."""
 

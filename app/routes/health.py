@@ -18,16 +18,21 @@ async def live() -> Health:
 
 @router.get(
     "/ready",
-    responses={503: {"model": Health, "description": "The default model is not serving, or the service stops"}},
+    responses={
+        503: {"model": Health, "description": "The default model is not serving or is restarting, or the service stops"}
+    },
 )
 async def ready(registry: RegistryDep, request: Request, response: Response) -> Health:
-    """Every model is loaded and warmed up (`degraded`: some failed to load, the default serves); `draining` from the
-    moment the process is asked to stop, so no balancer sends it new work."""
+    """Every model is loaded and warmed up (`degraded`: some failed to load, the default serves); 503 while the
+    default cannot serve or the model process is restarting, and `draining` from the moment the process is asked to
+    stop, so no balancer sends it new work."""
     if getattr(request.app.state, "draining", False):
         response.status_code = 503
         return Health(status="draining")
     statuses = {name: "ready" if m.available else f"unavailable: {m.error}" for name, m in registry.models.items()}
-    if not registry.models[registry.default_model].available:
+    if registry.restarting:  # the model process was lost and a new one is starting: send traffic elsewhere
+        statuses = {name: "restarting" if status == "ready" else status for name, status in statuses.items()}
+    if registry.restarting or not registry.models[registry.default_model].available:
         response.status_code = 503
         return Health(status="not_ready", models=statuses)
     return Health(status="degraded" if registry.unavailable else "ready", models=statuses)

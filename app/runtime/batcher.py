@@ -3,7 +3,8 @@
 A batch closes when it holds `max_batch` images or when its first request has waited `max_delay_s`, so no
 request waits on its neighbours longer than that. One model call runs at a time per model, off the event loop
 (LoadedModel.call); while it runs, the next batch gathers. If a batched call fails, each request is retried alone,
-so one bad request never fails its neighbours.
+so one bad request never fails its neighbours; unless the model itself was unavailable (its process was lost): then
+the whole batch fails at once, with an error the clients may retry, instead of waiting in turn for a new process.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+
+from app.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +107,9 @@ class Batcher:
         try:
             outputs = await self._call(images, live[0].outputs)
         except Exception as exc:
-            if len(live) == 1:
-                _settle(live[0], error=exc)
+            if len(live) == 1 or isinstance(exc, ModelUnavailable):
+                for pending in live:
+                    _settle(pending, error=exc)
                 return
             for pending in live:  # alone, so that only the faulty request fails
                 await self._run_batch([pending])

@@ -34,13 +34,15 @@ class ModelProcessError(Exception):
 
 
 class ModelProcessLost(ModelProcessError):
-    """The model process stopped, or could not start: its calls fail, and the next call starts a new one."""
+    """The model process stopped, or could not start: its calls fail, and a new one starts."""
 
 
 class ModelProcess:
     """One child process holding an ONNX Runtime session per model; `run` calls one of them.
 
-    If the process dies (killed, out of memory), the calls it held fail and the next call starts a new one.
+    If the process dies (killed, out of memory), the calls it held fail at once and a new process starts as soon as
+    the event loop notices (its pipe closes); calls made meanwhile wait for it to be ready. `ready` is false while
+    it is down or starting, for the readiness probe.
     """
 
     def __init__(
@@ -50,10 +52,18 @@ class ModelProcess:
         self._process: multiprocessing.process.BaseProcess | None = None
         self._connection: Connection | None = None
         self._waiting: deque[asyncio.Future[tuple[Outputs, float]]] = deque()
+        self._starting: list[asyncio.Future[None]] = []  # calls waiting for a new process to open its sessions
+        self._ready = False  # the current process has opened its sessions
         self._lost = False  # its pipe closed: the process is gone, or on its way out
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop that watches the pipe
+
+    @property
+    def ready(self) -> bool:
+        """The process runs and has opened its sessions."""
+        return self._ready and not self._lost and self._process is not None and self._process.is_alive()
 
     def start(self) -> None:
-        """Start the child; it opens its sessions while the first calls queue in the pipe."""
+        """Start the child; it opens its sessions, then says ready."""
         context = multiprocessing.get_context("spawn")  # a fork would copy the parent's threads' locks
         self._connection, child_end = context.Pipe()
         self._process = context.Process(
@@ -61,7 +71,7 @@ class ModelProcess:
         )
         self._process.start()
         child_end.close()
-        self._lost = False
+        self._lost, self._ready = False, False
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Block until the child has opened and warmed up its sessions; ModelProcessLost if it cannot."""
@@ -74,30 +84,48 @@ class ModelProcess:
             raise ModelProcessLost(f"the model process exited with code {self._exit_code()}") from None
         if status != "ready":
             raise ModelProcessLost(f"the model process could not open the models: {detail}")
+        self._ready = True
 
     async def run(self, model: str, images: Images, outputs: Sequence[str]) -> tuple[Outputs, float]:
         """The named outputs of one model call, and the seconds ONNX Runtime took."""
         if self._process is None or self._lost or not self._process.is_alive():
-            log.error("the model process is not running (exit code %s): starting a new one", self._exit_code())
-            self._abandon(ModelProcessLost(f"the model process stopped (exit code {self._exit_code()})"))
-            self.start()  # this call waits in the pipe while the new process opens its sessions
+            self._replace(ModelProcessLost(f"the model process stopped (exit code {self._exit_code()})"))
+        self._watch()
+        if not self._ready:
+            # Sent now, a large call would block the event loop on the pipe until the new process reads it.
+            starting = asyncio.get_running_loop().create_future()
+            self._starting.append(starting)
+            await asyncio.wait_for(starting, START_TIMEOUT_S)
         assert self._connection is not None
-        loop = asyncio.get_running_loop()
-        if not self._waiting:
-            loop.add_reader(self._connection.fileno(), self._read_answers)
-            # uvloop makes a watched descriptor non-blocking; recv and send here move whole messages.
-            os.set_blocking(self._connection.fileno(), True)
-        future: asyncio.Future[tuple[Outputs, float]] = loop.create_future()
+        future: asyncio.Future[tuple[Outputs, float]] = asyncio.get_running_loop().create_future()
         self._waiting.append(future)
         self._connection.send((model, images, tuple(outputs)))
         return await future
 
+    def _watch(self) -> None:
+        """Read the pipe from this event loop whenever it is readable: answers, and the process's end, as they come."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop or self._connection is None:
+            return
+        self._unwatch()
+        loop.add_reader(self._connection.fileno(), self._read_answers)
+        # uvloop makes a watched descriptor non-blocking; recv and send here move whole messages.
+        os.set_blocking(self._connection.fileno(), True)
+        self._loop = loop
+
+    def _unwatch(self) -> None:
+        if self._loop is not None and not self._loop.is_closed() and self._connection is not None:
+            self._loop.remove_reader(self._connection.fileno())
+        self._loop = None
+
     def _read_answers(self) -> None:
         assert self._connection is not None
         try:
-            while self._waiting and self._connection.poll():
+            while self._connection.poll():
                 status, value, seconds = self._connection.recv()
-                if status == "ready":  # a restarted process, before its first answer
+                if status == "ready":  # a new process has opened its sessions: the calls waiting for it go
+                    self._ready = True
+                    _settle_all(self._starting)
                     continue
                 if status == "failed":
                     raise ModelProcessLost(f"the model process could not open the models: {value}")
@@ -109,25 +137,36 @@ class ModelProcess:
                 else:
                     future.set_exception(ModelProcessError(value))
         except (EOFError, OSError):
-            self._lost = True
-            self._fail_waiting(ModelProcessLost(f"the model process stopped (exit code {self._exit_code()})"))
+            self._lost_now(ModelProcessLost(f"the model process stopped (exit code {self._exit_code()})"))
         except ModelProcessLost as exc:
-            self._lost = True
-            self._fail_waiting(exc)
-        if not self._waiting:
-            asyncio.get_running_loop().remove_reader(self._connection.fileno())
+            self._lost_now(exc)
+
+    def _lost_now(self, error: ModelProcessLost) -> None:
+        """The process is gone: its calls fail now, and a new one starts at once, unless this one never started."""
+        self._lost = True
+        if not self._ready:  # it could not open the models: the next call tries again, not a loop of restarts
+            self._abandon(error)
+            return
+        self._replace(error)
+        self._watch()
+
+    def _replace(self, error: ModelProcessLost) -> None:
+        log.error("%s: starting a new model process", error)
+        self._abandon(error)
+        self.start()
 
     def _abandon(self, error: ModelProcessLost) -> None:
         """Let go of the current process's pipe; the calls still waiting on it fail."""
-        if self._waiting:
-            asyncio.get_running_loop().remove_reader(self._connection.fileno())  # type: ignore[union-attr]
-            self._fail_waiting(error)
+        self._unwatch()
+        self._fail_waiting(error)
         if self._connection is not None:
             self._connection.close()  # the child, if it still runs, reads end-of-file and returns
             self._connection = None
 
     def _fail_waiting(self, error: ModelProcessLost) -> None:
-        log.error("%s: %d calls failed", error, len(self._waiting))
+        if self._waiting or self._starting:
+            log.error("%s: %d calls failed", error, len(self._waiting) + len(self._starting))
+        _settle_all(self._starting, error)
         while self._waiting:
             future = self._waiting.popleft()
             if not future.done():
@@ -145,6 +184,17 @@ class ModelProcess:
                 self._process.kill()
                 self._process.join()
             self._process = None
+
+
+def _settle_all(futures: list[asyncio.Future[None]], error: Exception | None = None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+    futures.clear()
 
 
 def _serve(

@@ -16,7 +16,7 @@ import onnxruntime as ort
 from pydantic import ValidationError
 
 from app.cards import INPUT_NAME, ModelCard, read_card, read_manifest
-from app.errors import ModelUnavailable, UnknownLayer, UnknownModel
+from app.errors import ModelRestarting, ModelUnavailable, UnknownLayer, UnknownModel
 from app.runtime.batcher import Batcher, Observer, Outputs
 from app.runtime.process import ModelProcess, ModelProcessLost
 from app.runtime.session import (
@@ -113,7 +113,7 @@ class LoadedModel:
         try:
             values, seconds = await self.process.run(self.name, images, outputs)
         except ModelProcessLost as exc:
-            raise ModelUnavailable(f"Model {self.name!r} is unavailable for now ({exc}); try again.") from exc
+            raise ModelRestarting(f"Model {self.name!r} is unavailable for now ({exc}); try again.") from exc
         if self.observe_run is not None:
             self.observe_run(len(images), seconds)
         return values
@@ -133,6 +133,11 @@ class Registry:
         if not model.available:
             raise ModelUnavailable(f"Model {model.name!r} is unavailable: {model.error}")
         return model
+
+    @property
+    def restarting(self) -> bool:
+        """The model process is down or starting: the models' calls wait for it, or fail."""
+        return self.process is not None and not self.process.ready
 
     @property
     def unavailable(self) -> dict[str, str]:

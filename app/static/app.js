@@ -116,6 +116,30 @@ modelSelect.addEventListener("change", () => {
 
 let lastUpload = null;
 
+// The API key, when the service asks for one (401): entered by the user, kept for this tab's session only.
+const KEY_STORAGE = "mnist-api-key";
+const KEY_NEEDED = "This service needs an API key: enter it below the pad.";
+const keyForm = document.getElementById("key-form");
+
+async function apiFetch(url, options = {}) {
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  const response = await fetch(url, key ? { ...options, headers: { "X-API-Key": key } } : options);
+  if (response.status === 401) {
+    keyForm.hidden = false;
+    throw new Error(key ? "The API key was refused: enter the right one below the pad." : KEY_NEEDED);
+  }
+  return response;
+}
+
+keyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(KEY_STORAGE, document.getElementById("api-key").value.trim());
+  keyForm.hidden = true;
+  document.getElementById("error").hidden = true;
+  if (!modelSelect.options.length) loadModels();
+  if (lastUpload) predict(lastUpload.blob, lastUpload.name);
+});
+
 async function predict(blob, name) {
   const mine = ++generation;
   lastUpload = { blob, name };
@@ -123,24 +147,24 @@ async function predict(blob, name) {
   form.append("file", blob, name);
   const model = modelSelect.value;
   try {
-    const response = await fetch(`/predict?model=${encodeURIComponent(model)}`, { method: "POST", body: form });
+    const response = await apiFetch(`/predict?model=${encodeURIComponent(model)}`, { method: "POST", body: form });
     const body = await response.json();
     if (mine !== generation) return;
     if (!response.ok) return showError(body.detail || `The service answered ${response.status}.`);
     showPrediction(body);
-    const maps = await (await fetch(`${body.activations_url}&encoding=base64`)).json();
+    const maps = await (await apiFetch(`${body.activations_url}&encoding=base64`)).json();
     if (mine !== generation) return;
     const templates = maps.kind === "linear" ? await linearTemplates(model) : null;
     if (mine !== generation) return;
     showActivations(maps, templates);
   } catch (error) {
-    if (mine === generation) showError(`Could not reach the service: ${error}`);
+    if (mine === generation) showError(keyForm.hidden ? `Could not reach the service: ${error}` : error.message);
   }
 }
 
 async function linearTemplates(model) {
   if (!templatesCache.has(model)) {
-    const response = await fetch(`/models/${encodeURIComponent(model)}/templates?encoding=base64`);
+    const response = await apiFetch(`/models/${encodeURIComponent(model)}/templates?encoding=base64`);
     templatesCache.set(model, response.ok ? await response.json() : null);
   }
   return templatesCache.get(model);
@@ -297,14 +321,14 @@ function showActivations(maps, templates) {
 
 async function loadModels() {
   try {
-    const models = await (await fetch("/models")).json();
+    const models = await (await apiFetch("/models")).json();
     for (const model of models.filter((m) => m.status === "ready")) {
       const option = new Option(`${model.name} (${(model.test_accuracy * 100).toFixed(2)}%)`, model.name);
       option.selected = model.default;
       modelSelect.append(option);
     }
   } catch (error) {
-    showError(`Could not load the models: ${error}`);
+    showError(keyForm.hidden ? `Could not load the models: ${error}` : error.message);
   }
 }
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.bench import serve
+from tests.conftest import SERVICE, free_port, service_env
 from tests.helpers import encode
 from training.data import Mnist
 
@@ -199,3 +201,61 @@ def test_number_mode_reads_an_uploaded_picture(page, tmp_path: Path, mnist_sampl
     page.wait_for_function("() => document.getElementById('number-confidence').textContent.includes('blank')")
     page.click("#mode-digit")
     assert page.locator("#pad").is_visible()
+
+
+@pytest.fixture(scope="module")
+def keyed_server() -> Iterator[str]:
+    """The service with MNIST_API_KEY set."""
+    port = free_port()
+    env = {**service_env(port), "MNIST_API_KEY": "s3cret"}
+    with serve(SERVICE, f"http://127.0.0.1:{port}/health/ready", env):
+        yield f"127.0.0.1:{port}"
+
+
+def test_with_an_api_key_the_page_asks_for_it_and_sends_it(browser, keyed_server: str) -> None:
+    context = browser.new_context(viewport={"width": 1100, "height": 1000})
+    page = context.new_page()
+    page.goto(f"http://{keyed_server}/")
+    page.wait_for_selector("#key-form:not([hidden])")  # /models answered 401: the page says so
+    assert "needs an API key" in page.locator("#error").inner_text()
+    assert page.locator("#model option").count() == 0
+
+    page.fill("#api-key", "wrong")
+    page.click("#key-form button")
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('refused')")
+
+    page.fill("#api-key", "s3cret")
+    with page.expect_request(lambda r: r.url.endswith("/models") and r.headers.get("x-api-key") == "s3cret"):
+        page.click("#key-form button")
+    page.wait_for_selector("#model option", state="attached")
+    draw(page, SEVEN)
+    assert predicted(page) == "7"  # /predict and /activations carried the key too
+    assert page.evaluate("sessionStorage.getItem('mnist-api-key')") == "s3cret"
+    assert page.evaluate("localStorage.length") == 0  # never kept beyond the tab's session
+    context.close()
+
+
+def test_without_the_key_a_prediction_says_why(browser, keyed_server: str) -> None:
+    context = browser.new_context(viewport={"width": 1100, "height": 1000})
+    page = context.new_page()
+    page.goto(f"http://{keyed_server}/")
+    page.wait_for_selector("#key-form:not([hidden])")
+    page.click("#classify")
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('needs an API key')")
+    assert page.locator("#digit").inner_text() == "?"
+    context.close()
+
+
+def test_the_page_runs_under_its_content_security_policy(browser, live_server: str) -> None:
+    """The browser enforces the policy: anything it blocked would be logged as "Refused to ..." in the console."""
+    context = browser.new_context(viewport={"width": 1100, "height": 1000})
+    page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    response = page.goto(f"http://{live_server}/")
+    assert "unsafe-inline" not in response.headers["content-security-policy"]
+    page.wait_for_selector("#model option", state="attached")  # the script ran
+    draw(page, SEVEN)
+    assert predicted(page) == "7"
+    assert not [text for text in console if "Refused" in text or "Content Security Policy" in text]
+    context.close()

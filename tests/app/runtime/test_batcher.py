@@ -180,3 +180,26 @@ def test_a_failure_outside_the_model_call_fails_its_batch_not_the_batcher() -> N
     first, second = asyncio.run(scenario())
     assert isinstance(first, RuntimeError)
     np.testing.assert_array_equal(second["x"], images(4.0))  # type: ignore[index]
+
+
+def test_an_unavailable_model_fails_the_whole_batch_at_once() -> None:
+    """A lost model process: each request gets the retriable error once, none is sent again in turn."""
+    from app.errors import ModelRestarting
+
+    calls: list[int] = []
+
+    async def lost(images: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        calls.append(len(images))
+        await asyncio.sleep(0.01)
+        raise ModelRestarting("the model process stopped; try again.")
+
+    async def scenario() -> list[object]:
+        batcher = Batcher(lost, max_batch=8)
+        try:
+            return await asyncio.gather(*(batcher.infer(images(0.1), ["y"]) for _ in range(4)), return_exceptions=True)
+        finally:
+            await batcher.close()
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, ModelRestarting) for r in results)
+    assert calls == [4]  # one batched call, not followed by one call per request

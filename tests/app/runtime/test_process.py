@@ -126,3 +126,22 @@ def test_close_fails_the_calls_still_waiting(process: ModelProcess) -> None:
             await call
 
     asyncio.run(closing_mid_call())
+
+
+def test_a_lost_process_is_replaced_at_once_and_is_not_ready_meanwhile(
+    process: ModelProcess, mnist_sample: Mnist
+) -> None:
+    async def scenario() -> None:
+        await process.run("cnn", images(mnist_sample, 1), ["probabilities"])  # the loop now watches the pipe
+        assert process.ready
+        old = process._process
+        old.kill()  # type: ignore[union-attr]
+        while process._process is old:  # noticed by the event loop, with no call made
+            await asyncio.sleep(0.01)
+        assert not process.ready  # the new one is opening its sessions
+        while not process.ready:
+            await asyncio.sleep(0.05)
+        values, _ = await process.run("cnn", images(mnist_sample, 2), ["probabilities"])
+        assert values["probabilities"].shape == (2, 10)
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
