@@ -6,7 +6,6 @@ const context = pad.getContext("2d");
 const modelSelect = document.getElementById("model");
 const DEBOUNCE_MS = 250;
 const STROKE = 20;
-let drawing = false;
 let inked = false;
 let timer = null;
 let generation = 0; // answers to older requests are dropped
@@ -29,38 +28,50 @@ function clearPad() {
   inked = false;
 }
 
-function point(event) {
-  const box = pad.getBoundingClientRect();
-  return [(event.clientX - box.left) * (pad.width / box.width), (event.clientY - box.top) * (pad.height / box.height)];
+// A pen on a canvas: black round strokes `width` px wide; the callbacks run when a stroke starts, moves and ends.
+// The digit pad and the number pad (number.js) both draw with it.
+function attachPen(canvas, context, width, { down = () => {}, move = () => {}, up = () => {} }) {
+  let drawing = false;
+  const point = (event) => {
+    const box = canvas.getBoundingClientRect();
+    return [(event.clientX - box.left) * (canvas.width / box.width), (event.clientY - box.top) * (canvas.height / box.height)];
+  };
+  canvas.addEventListener("pointerdown", (event) => {
+    drawing = true;
+    canvas.setPointerCapture(event.pointerId);
+    const [x, y] = point(event);
+    context.lineWidth = width;
+    context.lineCap = context.lineJoin = "round";
+    context.strokeStyle = "#000";
+    context.beginPath();
+    context.moveTo(x, y);
+    context.lineTo(x + 0.01, y);
+    context.stroke();
+    down();
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (!drawing) return;
+    const [x, y] = point(event);
+    context.lineTo(x, y);
+    context.stroke();
+    move();
+  });
+  for (const type of ["pointerup", "pointercancel"]) {
+    canvas.addEventListener(type, () => {
+      if (!drawing) return;
+      drawing = false;
+      up();
+    });
+  }
 }
 
-pad.addEventListener("pointerdown", (event) => {
-  drawing = true;
-  pad.setPointerCapture(event.pointerId);
-  const [x, y] = point(event);
-  context.lineWidth = STROKE;
-  context.lineCap = context.lineJoin = "round";
-  context.strokeStyle = "#000";
-  context.beginPath();
-  context.moveTo(x, y);
-  context.lineTo(x + 0.01, y);
-  context.stroke();
-  inked = true;
+attachPen(pad, context, STROKE, {
+  down: () => {
+    inked = true;
+  },
+  move: schedulePrediction,
+  up: schedulePrediction,
 });
-pad.addEventListener("pointermove", (event) => {
-  if (!drawing) return;
-  const [x, y] = point(event);
-  context.lineTo(x, y);
-  context.stroke();
-  schedulePrediction();
-});
-for (const type of ["pointerup", "pointercancel"]) {
-  pad.addEventListener(type, () => {
-    if (!drawing) return;
-    drawing = false;
-    schedulePrediction();
-  });
-}
 
 function schedulePrediction() {
   clearTimeout(timer);

@@ -12,7 +12,6 @@
   const numberPanel = document.getElementById("number-panel");
   const NUMBER_STROKE = 14;
   const READ_DEBOUNCE_MS = 400;
-  let writing = false;
   let readTimer = null;
   let readGeneration = 0; // answers to older requests are dropped
   let lastNumber = null;
@@ -37,41 +36,13 @@
     document.getElementById("number-digits").replaceChildren();
   }
 
-  function padPoint(event) {
-    const box = numberPad.getBoundingClientRect();
-    return [
-      (event.clientX - box.left) * (numberPad.width / box.width),
-      (event.clientY - box.top) * (numberPad.height / box.height),
-    ];
-  }
-
-  numberPad.addEventListener("pointerdown", (event) => {
-    clearTimeout(readTimer); // the number is not finished: read it after this stroke
-    writing = true;
-    numberPad.setPointerCapture(event.pointerId);
-    const [x, y] = padPoint(event);
-    ink.lineWidth = NUMBER_STROKE;
-    ink.lineCap = ink.lineJoin = "round";
-    ink.strokeStyle = "#000";
-    ink.beginPath();
-    ink.moveTo(x, y);
-    ink.lineTo(x + 0.01, y);
-    ink.stroke();
-    overlay.clearRect(0, 0, boxes.width, boxes.height); // the boxes describe the drawing as it was
+  attachPen(numberPad, ink, NUMBER_STROKE, {
+    down: () => {
+      clearTimeout(readTimer); // the number is not finished: read it after this stroke
+      overlay.clearRect(0, 0, boxes.width, boxes.height); // the boxes describe the drawing as it was
+    },
+    up: scheduleRead,
   });
-  numberPad.addEventListener("pointermove", (event) => {
-    if (!writing) return;
-    const [x, y] = padPoint(event);
-    ink.lineTo(x, y);
-    ink.stroke();
-  });
-  for (const type of ["pointerup", "pointercancel"]) {
-    numberPad.addEventListener(type, () => {
-      if (!writing) return;
-      writing = false;
-      scheduleRead();
-    });
-  }
 
   function scheduleRead() {
     clearTimeout(readTimer);

@@ -45,10 +45,10 @@ def page(browser, live_server: str, tmp_path: Path) -> Iterator[object]:
     context.close()
 
 
-def draw(page, strokes: list[list[tuple[int, int]]]) -> None:
-    """Mouse strokes on the 280x280 pad, in pad coordinates."""
-    box = page.locator("#pad").bounding_box()
-    scale = box["width"] / 280
+def draw(page, strokes: list[list[tuple[int, int]]], pad: str = "#pad", width: int = 280) -> None:
+    """Mouse strokes on a pad (the 280x280 digit pad by default), in the pad's own coordinates."""
+    box = page.locator(pad).bounding_box()
+    scale = box["width"] / width
     for stroke in strokes:
         x, y = stroke[0]
         page.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
@@ -157,15 +157,7 @@ NUMBER = [  # 1 7 0 on the 840x240 number pad
 
 def draw_number(page, strokes: list[list[tuple[int, int]]]) -> None:
     """Mouse strokes on the 840-px-wide number pad, in pad coordinates."""
-    box = page.locator("#number-pad").bounding_box()
-    scale = box["width"] / 840
-    for stroke in strokes:
-        x, y = stroke[0]
-        page.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
-        page.mouse.down()
-        for x, y in stroke[1:]:
-            page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=12)
-        page.mouse.up()
+    draw(page, strokes, "#number-pad", 840)
 
 
 def test_number_mode_reads_a_written_number_and_shows_each_digit(page, tmp_path: Path) -> None:
