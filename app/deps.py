@@ -109,12 +109,13 @@ async def prepare_digit(request: Request, data: bytes) -> Digit:
     pixels = mnist_png_pixels(data)
     if pixels is not None:
         return pixels
-    image = open_image(data, limits(settings_of(request)))  # reads the header only
+    bounds = limits(settings_of(request))
+    image = open_image(data, bounds)  # reads the header only
     cost = decoded_pixels(image)
     if cost <= INLINE_PIXELS:
         return mnist_digit(load_image(image))
     # The thread opens the bytes again (a header costs microseconds): no picture outlives its budget reservation.
-    return await decode_pool_of(request).run(cost, preprocess, data, limits(settings_of(request)))
+    return await decode_pool_of(request).run(cost, preprocess, data, bounds)
 
 
 def _content_type(request: Request) -> str:
