@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,16 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from app.admission import DecodePool
 from app.errors import EmptyBody, MissingFile, TooManyFiles, UnsupportedMediaType
 from app.forms import form_parts
-from app.preprocess import (
-    Digit,
-    Limits,
-    decoded_pixels,
-    load_image,
-    mnist_digit,
-    mnist_png_pixels,
-    open_image,
-    preprocess,
-)
+from app.preprocess import Digit, Limits, decoded_pixels, mnist_png_pixels, open_image, preprocess
 from app.runtime.registry import Registry
 from app.settings import Settings
 
@@ -87,6 +79,7 @@ def base_url(request: Request) -> str:
     return _base_url(scope.get("scheme", "http"), server, host, root_path)
 
 
+T = TypeVar("T")
 IMAGE_TYPES = ("image/", "application/octet-stream")
 # Preparing an image this small costs less than the hop to a decoding thread; larger ones leave the event loop. Above
 # it, photos of paper get cleaned (app.paper: ~4 ms at 128x96), which the event loop must not wait for.
@@ -103,19 +96,21 @@ def decode_pool_of(request: Request) -> DecodePool:
     return pool
 
 
-async def prepare_digit(request: Request, data: bytes) -> Digit:
-    """The uploaded bytes as an MNIST digit: small images inline, larger ones in a decoding thread once the decode
-    budget has room for their pixels."""
-    pixels = mnist_png_pixels(data)
-    if pixels is not None:
-        return pixels
+async def decoded_in_turn(request: Request, data: bytes, work: Callable[[bytes, Limits], T]) -> T:
+    """work(data, limits), which decodes the upload: inline for a small image, else in a decoding thread once the
+    decode budget has room for its pixels. The header is read here only to price the work: `work` opens the bytes
+    again (a header costs microseconds), so no picture outlives its budget reservation."""
     bounds = limits(settings_of(request))
-    image = open_image(data, bounds)  # reads the header only
-    cost = decoded_pixels(image)
+    cost = decoded_pixels(open_image(data, bounds))
     if cost <= INLINE_PIXELS:
-        return mnist_digit(load_image(image))
-    # The thread opens the bytes again (a header costs microseconds): no picture outlives its budget reservation.
-    return await decode_pool_of(request).run(cost, preprocess, data, bounds)
+        return work(data, bounds)
+    return await decode_pool_of(request).run(cost, work, data, bounds)
+
+
+async def prepare_digit(request: Request, data: bytes) -> Digit:
+    """The uploaded bytes as an MNIST digit; a plain MNIST PNG without the decoding machinery."""
+    pixels = mnist_png_pixels(data)
+    return pixels if pixels is not None else await decoded_in_turn(request, data, preprocess)
 
 
 def _content_type(request: Request) -> str:

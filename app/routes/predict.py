@@ -96,6 +96,12 @@ def digit_verdict(model: LoadedModel, outputs: dict[str, npt.NDArray[np.float32]
     return score >= detector.threshold, score
 
 
+def activations_url(request: Request, model: LoadedModel, digit: Digit, token_key: str) -> str:
+    """The URL of the digit's activation maps, the digit itself in its token. Built by hand: url_for walks every
+    route, which costs more than the model call on a busy server. The token is URL-safe base64 already."""
+    return f"{base_url(request)}activations?input={encode_token(digit, token_key)}&model={quote(model.name)}"
+
+
 def make_prediction(
     request: Request,
     model: LoadedModel,
@@ -109,9 +115,6 @@ def make_prediction(
     best = values.index(max(values))
     is_digit, score = verdict
     threshold = model.card.detector.threshold if model.card.detector else 0.0
-    # Built by hand: url_for walks every route, which costs more than the model call on a busy server. The token is
-    # URL-safe base64 already.
-    url = f"{base_url(request)}activations?input={encode_token(digit, token_key)}&model={quote(model.name)}"
     return Prediction(
         digit=best,
         confidence=values[best],
@@ -121,7 +124,7 @@ def make_prediction(
         detail=None if is_digit else NOT_A_DIGIT.format(score=score, threshold=threshold),
         model=model.name,
         model_version=model.card.version,
-        activations_url=url,
+        activations_url=activations_url(request, model, digit, token_key),
     )
 
 

@@ -2,49 +2,25 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from fastapi import APIRouter, Request, Response
 
-from app.deps import (
-    INLINE_PIXELS,
-    base_url,
-    decode_pool_of,
-    limits,
-    model_query,
-    read_image,
-    registry_of,
-    settings_of,
-)
-from app.preprocess import decoded_pixels, model_input, open_image
-from app.reading import Plan, Reading, plan_upload, resolve
+from app.deps import decoded_in_turn, model_query, read_image, registry_of, settings_of
+from app.preprocess import model_input
+from app.reading import Reading, plan_upload, resolve
 from app.routes.docs import COMMON_ERRORS, IMAGE_BODY, MODEL_PARAMETER, READ_ERRORS
-from app.routes.predict import DirectRoute, digit_verdict, json_response, wanted_outputs
+from app.routes.predict import DirectRoute, activations_url, digit_verdict, json_response, wanted_outputs
 from app.runtime.batcher import Outputs
 from app.runtime.registry import LoadedModel
 from app.schemas import IgnoredMark, NumberReading, ReadDigit
-from app.tokens import encode_token
 
 router = APIRouter(tags=["read"], route_class=DirectRoute, responses=COMMON_ERRORS)
 
 
-async def plan_of(request: Request, data: bytes) -> Plan:
-    """The upload segmented into candidate digits: small images inline, larger ones in a decoding thread within the
-    decode budget, as /predict decodes them."""
-    settings = settings_of(request)
-    cost = decoded_pixels(open_image(data, limits(settings)))  # the header only
-    if cost <= INLINE_PIXELS:
-        return plan_upload(data, limits(settings))
-    return await decode_pool_of(request).run(cost, plan_upload, data, limits(settings))
-
-
 def render(request: Request, model: LoadedModel, reading: Reading, outputs: Outputs, token_key: str) -> NumberReading:
     assert model.card is not None
-    root = base_url(request)
     digits = []
     for d in reading.digits:
         is_digit, score = digit_verdict(model, outputs, d.row)
-        token = encode_token(d.pixels, token_key)
         digits.append(
             ReadDigit(
                 digit=d.digit,
@@ -53,7 +29,7 @@ def render(request: Request, model: LoadedModel, reading: Reading, outputs: Outp
                 digit_score=score,
                 box=list(d.box),
                 probabilities=d.probabilities,
-                activations_url=f"{root}activations?input={token}&model={quote(model.name)}",
+                activations_url=activations_url(request, model, d.pixels, token_key),
             )
         )
     return NumberReading(
@@ -79,7 +55,7 @@ async def read_number(request: Request) -> Response:
     an image with no digit at all is 422 `no_digits`. Boxes are in the uploaded image's pixels.
     """
     settings, loaded = settings_of(request), registry_of(request).get(model_query(request))
-    plan = await plan_of(request, await read_image(request))
+    plan = await decoded_in_turn(request, await read_image(request), plan_upload)
     # Every candidate piece of every group in one model call; the best reading is chosen from its answers.
     outputs = await loaded.infer(model_input(plan.batch()), [*wanted_outputs(loaded), "logits"])
     reading = resolve(plan, outputs["probabilities"], outputs["logits"])
