@@ -25,23 +25,31 @@ SLOW_HEAD = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/p
 SLOW_BODY_HEAD = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: 200\r\n\r\n"
 
 
-async def slow_client(port: int, head: bytes, trickle: bytes, held: list[float]) -> None:
-    """One slow connection, until the service closes it; the seconds it was held go to `held`."""
-    start = time.monotonic()
+async def trickle(port: int, head: bytes, slowly: bytes) -> bytes | None:
+    """Send `head`, then `slowly` one byte a second; what the service answered when it closed the connection, b""
+    if it reset it, None if it never closed it."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(head)
-        for byte in trickle:
+        for byte in slowly:
             writer.write(bytes([byte]))
             try:
-                await asyncio.wait_for(reader.read(), 1.0)
-                break  # the service answered (408) and closed
+                return await asyncio.wait_for(reader.read(), 1.0)  # read() returns at the service's close
             except TimeoutError:
                 continue
+        return None
     except ConnectionError:
-        pass
+        return b""
     finally:
         writer.close()
+
+
+async def slow_client(port: int, head: bytes, slowly: bytes, held: list[float]) -> None:
+    """One slow connection, until the service closes it; the seconds it was held go to `held`."""
+    start = time.monotonic()
+    try:
+        await trickle(port, head, slowly)
+    finally:
         held.append(time.monotonic() - start)
 
 

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from benchmarks.bench import serve
+from benchmarks.slowloris import trickle
 from tests.conftest import SERVICE, free_port, service_env
 from tests.helpers import encode
 from training.data import Mnist
@@ -62,25 +63,6 @@ def responses(raw: bytes) -> list[tuple[int, dict[str, str]]]:
         found.append((int(lines[0].split()[1]), json.loads(rest[:length])))
         raw = rest[length:]
     return found
-
-
-async def trickle(port: int, head: bytes, slowly: bytes) -> bytes | None:
-    """Send `head`, then `slowly` one byte a second; what the server answered when it closed, or None if it never
-    did within GIVE_UP_S."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(head)
-        for byte in slowly:
-            writer.write(bytes([byte]))
-            try:
-                return await asyncio.wait_for(reader.read(), 1.0)  # read() returns at the server's close
-            except TimeoutError:
-                continue
-        return None
-    except ConnectionError:
-        return b""
-    finally:
-        writer.close()
 
 
 def predict(port: int, image: bytes) -> int:
