@@ -67,10 +67,11 @@ class CalibrationMetrics(_Frozen):
 
 
 class Calibration(_Frozen):
-    """Temperature scaling folded into the graph: probabilities = softmax(logits / temperature)."""
+    """Folded into the graph: probabilities = (1 - floor) * softmax(logits / temperature) + floor / 10."""
 
-    method: Literal["temperature"] = "temperature"
+    method: Literal["temperature", "temperature_and_floor"] = "temperature"
     temperature: float
+    floor: float = Field(0.0, description="share of probability spread evenly over the 10 digits; 0 for most models")
     fitted_on: str
     before: CalibrationMetrics
     after: CalibrationMetrics

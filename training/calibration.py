@@ -1,9 +1,15 @@
-"""Calibrated probabilities: one temperature T per model, fitted on the validation split.
+"""Calibrated probabilities, fitted on the validation split: a temperature T and, where T alone cannot meet the
+target, a floor e: probabilities = (1 - e) * softmax(logits / T) + e / 10.
 
-Folded into the exported graph by training.trust: probabilities = softmax(logits / T); `logits` stay raw.
+Folded into the exported graph by training.trust; `logits` stay raw. Both keep every answer's digit (the floor
+lifts every class by the same amount). The floor bounds how wrong a confident answer can be: the softmax
+regression's NLL is dominated by a few confidently wrong digits, and the floor lets T sharpen the rest (its ECE
+needs T < 0.95) without paying for those few (alone, the ECE's T raised its test NLL from 0.2655 to 0.2702).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -12,12 +18,28 @@ from app.cards import Calibration, CalibrationMetrics
 
 BINS = 15
 TARGET_ECE = 0.01
+# Validation ECE asked of a calibrator before it is chosen: half the target, because the ECE of 5,000 validation
+# images moves by a few tenths of a point from one sample to another and the target is judged on the test set.
+MARGIN_ECE = TARGET_ECE / 2
+FLOORS = (0.0, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2)
+
+
+@dataclass(frozen=True)
+class Fit:
+    temperature: float
+    floor: float
+    criterion: str  # how it was chosen, for the card
 
 
 def softmax(logits: npt.NDArray[np.floating], temperature: float = 1.0) -> npt.NDArray[np.float64]:
     scaled = logits.astype(np.float64) / temperature
     shifted = np.exp(scaled - scaled.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def calibrated(logits: npt.NDArray[np.floating], temperature: float, floor: float = 0.0) -> npt.NDArray[np.float64]:
+    """What the exported graph's `probabilities` output computes."""
+    return (1.0 - floor) * softmax(logits, temperature) + floor / logits.shape[1]
 
 
 def calibration_metrics(probabilities: npt.NDArray[np.floating], labels: npt.NDArray[np.integer]) -> CalibrationMetrics:
@@ -50,27 +72,41 @@ def fit_temperature(logits: npt.NDArray[np.floating], labels: npt.NDArray[np.int
     return float(np.exp((low + high) / 2))
 
 
-def fit_calibration(logits: npt.NDArray[np.floating], labels: npt.NDArray[np.integer]) -> tuple[float, str]:
-    """The temperature and how it was chosen: the one minimising the validation NLL; where that one leaves the
-    validation ECE above the target (the SVM: its hinge scores are no log-odds), the one minimising the validation
-    ECE among temperatures within a factor e of it. One temperature keeps every answer's digit."""
+def fit_calibration(logits: npt.NDArray[np.floating], labels: npt.NDArray[np.integer]) -> Fit:
+    """The temperature minimising the validation NLL, if it meets the ECE target there (the CNNs).
+
+    Otherwise a (T, floor) pair from a grid around it, among those whose validation NLL is no worse than the raw
+    model's: the lowest NLL among those with a validation ECE within the margin (the softmax regression), or,
+    if none reaches it, the lowest ECE (the SVM: its hinge scores are no log-odds)."""
     by_nll = fit_temperature(logits, labels)
     ece = calibration_metrics(softmax(logits, by_nll), labels).ece
     if ece <= TARGET_ECE:
-        return by_nll, "NLL"
-    grid = by_nll * np.exp(np.linspace(-1.0, 1.0, 401))
-    by_ece = min(grid, key=lambda t: calibration_metrics(softmax(logits, float(t)), labels).ece)
-    return float(by_ece), f"ECE (the NLL's T = {by_nll:.3g} left the validation ECE at {ece:.2%})"
+        return Fit(by_nll, 0.0, "NLL")
+    raw_nll = calibration_metrics(softmax(logits), labels).nll
+    scored = [
+        (calibration_metrics(calibrated(logits, float(t), floor), labels), float(t), floor)
+        for t in by_nll * np.exp(np.linspace(-1.0, 1.0, 81))
+        for floor in FLOORS
+    ]
+    allowed = [s for s in scored if s[0].nll <= raw_nll]
+    within = [s for s in allowed if s[0].ece <= MARGIN_ECE]
+    why = f"the NLL's T = {by_nll:.3g} alone left the validation ECE at {ece:.2%}"
+    if within:
+        _, t, floor = min(within, key=lambda s: s[0].nll)
+        return Fit(t, floor, f"NLL among (T, floor) with a validation ECE <= {MARGIN_ECE:.1%} ({why})")
+    _, t, floor = min(allowed or scored, key=lambda s: s[0].ece)
+    return Fit(t, floor, f"ECE among (T, floor) with a validation NLL no worse than the raw model's ({why})")
 
 
 def calibration_record(
-    temperature: float, criterion: str, logits: npt.NDArray[np.floating], labels: npt.NDArray[np.integer],
-    validation_images: int,
-) -> Calibration:  # fmt: skip
-    """The card's section: the temperature, and the test metrics before and after."""
+    fit: Fit, logits: npt.NDArray[np.floating], labels: npt.NDArray[np.integer], validation_images: int
+) -> Calibration:
+    """The card's section: the calibrator, and the test metrics before and after."""
     return Calibration(
-        temperature=round(temperature, 6),
-        fitted_on=f"validation split ({validation_images:,} images), minimising the {criterion}",
+        method="temperature_and_floor" if fit.floor else "temperature",
+        temperature=round(fit.temperature, 6),
+        floor=fit.floor,
+        fitted_on=f"validation split ({validation_images:,} images), minimising the {fit.criterion}",
         before=calibration_metrics(softmax(logits), labels),
-        after=calibration_metrics(softmax(logits, temperature), labels),
+        after=calibration_metrics(calibrated(logits, fit.temperature, fit.floor), labels),
     )

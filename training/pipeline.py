@@ -207,9 +207,11 @@ def publish_trust(folder: Path, data: Mnist, log: Callable[[str], None] = print)
     (folder / "card.md").write_text(report.card_markdown(card, [str(f.relative_to(folder)) for f in figures]))
     assert card.calibration is not None
     assert card.detector is not None
+    calibration = card.calibration
     log(
-        f"{card.name}: T = {card.calibration.temperature:.3f}, test ECE {card.calibration.before.ece:.2%} ->"
-        f" {card.calibration.after.ece:.2%}; test digits flagged {card.detector.test.digits_flagged:.2%},"
+        f"{card.name}: T = {calibration.temperature:.3f}, floor {calibration.floor:g},"
+        f" test ECE {calibration.before.ece:.2%} -> {calibration.after.ece:.2%};"
+        f" test digits flagged {card.detector.test.digits_flagged:.2%},"
         f" evaluation non-digits caught {card.detector.test.non_digits_caught:.2%}"
     )
     return card

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 from matplotlib.figure import Figure  # no pyplot: files only, never a window or a global figure registry
 
-from app.cards import ModelCard
+from app.cards import Calibration, ModelCard
 from training.data import Split
 
 
@@ -82,6 +82,18 @@ def activation_figure(maps: npt.NDArray[np.float32], path: Path, title: str) -> 
     figure = _grid(maps, 8, cmap="viridis")
     figure.suptitle(title)
     return _save(figure, path)
+
+
+def _calibration_sentence(c: Calibration) -> str:
+    if not c.floor:
+        return (
+            f"Temperature scaling, T = {c.temperature:.4g} ({c.fitted_on}), folded into the graph:"
+            " `probabilities` = softmax(`logits` / T)"
+        )
+    return (
+        f"Temperature scaling with a floor, T = {c.temperature:.4g} and e = {c.floor:g} ({c.fitted_on}), folded into"
+        " the graph: `probabilities` = (1 - e) softmax(`logits` / T) + e / 10"
+    )
 
 
 def card_markdown(card: ModelCard, figures: list[str]) -> str:
@@ -169,8 +181,7 @@ def _trust_lines(card: ModelCard) -> list[str]:
         lines += [
             "## Calibration",
             "",
-            f"Temperature scaling, T = {c.temperature:.4g} ({c.fitted_on}), folded into the graph: `probabilities` ="
-            " softmax(`logits` / T): every answer keeps its digit." + " Measured on the 10,000 test images:",
+            _calibration_sentence(c) + ": every answer keeps its digit. Measured on the 10,000 test images:",
             "",
             "| | ECE (15 bins) | NLL | Brier | mean confidence | accuracy |",
             "| --- | --- | --- | --- | --- | --- |",

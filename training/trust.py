@@ -1,7 +1,7 @@
 """Answers that can be trusted, added to an exported model without retraining it.
 
-1. Calibration (training.calibration), folded into the graph: probabilities = softmax(logits / T); `logits`
-   stay raw.
+1. Calibration (training.calibration), folded into the graph: probabilities = (1 - e) * softmax(logits / T) + e / 10
+   (e = 0 for most models); `logits` stay raw.
 2. Not a digit: a small head on features the model already computes (a CNN's activation maps pooled by mean and
    max; a linear model's logits and centred pixels), trained in NumPy with outlier exposure on generated
    non-digits, exported as the output `digit_score` in [0, 1]. The model's own weights are frozen: its digits and
@@ -30,7 +30,7 @@ from app.cards import (
 from app.errors import ServiceError
 from app.preprocess import mnist_digit
 from training import nondigits
-from training.calibration import calibration_metrics, calibration_record, fit_calibration, softmax
+from training.calibration import Fit, calibrated, calibration_metrics, calibration_record, fit_calibration, softmax
 from training.data import Mnist
 from training.evaluate import session_for
 
@@ -141,8 +141,8 @@ def strip(proto: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(kept)
     for node in graph.node:
-        if node.op_type == "Softmax" and "probabilities" in node.output:
-            node.input[0] = "logits"
+        if node.op_type == "Softmax" and node.output[0] in ("probabilities", f"{PREFIX}sharpened"):
+            node.input[0], node.output[0] = "logits", "probabilities"
     initializers = [i for i in graph.initializer if not i.name.startswith(PREFIX)]
     del graph.initializer[:]
     graph.initializer.extend(initializers)
@@ -160,15 +160,20 @@ def with_features(proto: onnx.ModelProto, sources: list[str]) -> onnx.ModelProto
     return proto
 
 
-def trusted(proto: onnx.ModelProto, sources: list[str], temperature: float, head: Head) -> onnx.ModelProto:
+def trusted(proto: onnx.ModelProto, sources: list[str], fit: Fit, head: Head) -> onnx.ModelProto:
     """The stripped graph with calibrated probabilities and the `digit_score` output (N, 1)."""
     proto = strip(proto)
     graph = proto.graph
-    scale = f"{PREFIX}inverse_temperature"
-    graph.initializer.append(numpy_helper.from_array(np.array(1.0 / temperature, dtype=np.float32), scale))
-    graph.node.append(helper.make_node("Mul", ["logits", scale], [f"{PREFIX}scaled"], name=f"{PREFIX}scaled"))
+    graph.initializer.extend(calibration_initializers(fit))
+    graph.node.append(node("Mul", ["logits", f"{PREFIX}inverse_temperature"], f"{PREFIX}scaled"))
     softmax_node = next(n for n in graph.node if "probabilities" in n.output)
     softmax_node.input[0] = f"{PREFIX}scaled"
+    if fit.floor:
+        softmax_node.output[0] = f"{PREFIX}sharpened"
+        graph.node.extend([
+            node("Mul", [f"{PREFIX}sharpened", f"{PREFIX}kept"], f"{PREFIX}floored"),
+            node("Add", [f"{PREFIX}floored", f"{PREFIX}floor"], "probabilities"),
+        ])  # fmt: skip
     nodes, initializers = head_nodes(head)
     graph.node.extend([*feature_nodes(proto, sources), *nodes])
     graph.initializer.extend(initializers)
@@ -176,6 +181,16 @@ def trusted(proto: onnx.ModelProto, sources: list[str], temperature: float, head
     proto = _topologically_sorted(proto)
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def node(op: str, inputs: list[str], output: str) -> onnx.NodeProto:
+    """A node named after its output with this module's prefix, so that strip() finds it."""
+    return helper.make_node(op, inputs, [output], name=f"{PREFIX}{output.removeprefix(PREFIX)}")
+
+
+def calibration_initializers(fit: Fit) -> list[onnx.TensorProto]:
+    values = {"inverse_temperature": 1.0 / fit.temperature, "kept": 1.0 - fit.floor, "floor": fit.floor / 10}
+    return [numpy_helper.from_array(np.array(v, dtype=np.float32), f"{PREFIX}{k}") for k, v in values.items()]
 
 
 def _topologically_sorted(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -315,16 +330,16 @@ def make_trusted(
     log(f"{card.name}: features of {len(sets.digits):,} digits and {len(sets.others):,} generated non-digits")
     head = train_head(run(probe, sets.digits, [FEATURES])[0], run(probe, sets.others, [FEATURES])[0], seed)
     val_logits, f_val = run(probe, data.validation.images, ["logits", FEATURES])
-    temperature, criterion = fit_calibration(val_logits, data.validation.labels)
+    fit = fit_calibration(val_logits, data.validation.labels)
     val_scores, val_other_scores = head.score(f_val)[:, 0], head.score(run(probe, sets.val_others, [FEATURES])[0])[:, 0]
     threshold = float(np.quantile(val_scores, DIGITS_FLAGGED_ON_VALIDATION))
 
-    new = trusted(proto, sources, temperature, head)
+    new = trusted(proto, sources, fit, head)
     test_logits, test_probabilities, test_scores = run(new, data.test.images, ["logits", "probabilities", SCORE])
     eval_scores = run(new, sets.eval_others, [SCORE])[0][:, 0]
     parity = {
         **card.parity.max_abs_diff,
-        "probabilities": float(np.abs(test_probabilities - softmax(test_logits, temperature)).max()),
+        "probabilities": float(np.abs(test_probabilities - calibrated(test_logits, fit.temperature, fit.floor)).max()),
         SCORE: float(np.abs(test_scores - head.score(run(probe, data.test.images, [FEATURES])[0])).max()),
     }
     val_rates = rates(val_scores, val_other_scores, sets.val_families, list(nondigits.TRAINING_DRAWERS), threshold)
@@ -334,9 +349,7 @@ def make_trusted(
     card = card.model_copy(
         update={
             "outputs": [o for o in card.outputs if o.name != SCORE] + [TensorSpec(name=SCORE, shape=[-1, 1])],
-            "calibration": calibration_record(
-                temperature, criterion, test_logits, data.test.labels, len(data.validation)
-            ),
+            "calibration": calibration_record(fit, test_logits, data.test.labels, len(data.validation)),
             "detector": detector_record(sources, sets, threshold, val_rates, test_rates),
             "parity": card.parity.model_copy(update={"max_abs_diff": parity}),
         }

@@ -22,19 +22,42 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_labels() -> None
     assert calibration.fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
 
 
-def test_an_svm_like_score_gets_the_temperature_that_minimises_the_ece() -> None:
-    """Scores whose NLL-fitted temperature leaves a large ECE get the ECE-fitted one, which lowers it."""
+def test_an_svm_like_score_gets_a_calibrator_that_lowers_the_ece_without_raising_the_nll() -> None:
+    """Scores whose NLL-fitted temperature leaves a large ECE get a (T, floor) pair with a lower ECE."""
     rng = np.random.default_rng(2)
     logits = rng.normal(0, 3, size=(5_000, 10))
     labels = np.array([rng.choice(10, p=p) for p in calibration.softmax(logits)])
     hinge_like = np.sign(logits) * np.abs(logits) ** 2  # not log-odds: no single temperature fits everywhere
-    by_nll = calibration.fit_temperature(hinge_like, labels)
-    temperature, criterion = calibration.fit_calibration(hinge_like, labels)
-    ece = calibration.calibration_metrics(calibration.softmax(hinge_like, temperature), labels).ece
-    ece_by_nll = calibration.calibration_metrics(calibration.softmax(hinge_like, by_nll), labels).ece
-    assert ece_by_nll > calibration.TARGET_ECE
-    assert criterion.startswith("ECE")
-    assert ece <= ece_by_nll
+    by_nll = calibration.calibration_metrics(
+        calibration.softmax(hinge_like, calibration.fit_temperature(hinge_like, labels)), labels
+    )
+    fit = calibration.fit_calibration(hinge_like, labels)
+    after = calibration.calibration_metrics(calibration.calibrated(hinge_like, fit.temperature, fit.floor), labels)
+    assert by_nll.ece > calibration.TARGET_ECE
+    assert "(T, floor)" in fit.criterion
+    assert after.ece < by_nll.ece
+    assert after.nll <= calibration.calibration_metrics(calibration.softmax(hinge_like), labels).nll
+
+
+def test_sharp_scores_with_a_few_wrong_labels_get_a_floor() -> None:
+    """Confident scores and 3% of labels drawn at random: T alone must flatten everything to pay for the few;
+    a floor pays for them and lets T keep the rest sharp, lowering both the ECE and the NLL."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 4, size=(5_000, 10))
+    labels = np.array([rng.choice(10, p=p) for p in calibration.softmax(logits, 0.7)])
+    noisy = rng.random(len(labels)) < 0.03
+    labels[noisy] = rng.integers(0, 10, noisy.sum())
+    by_nll = calibration.calibration_metrics(
+        calibration.softmax(logits, calibration.fit_temperature(logits, labels)), labels
+    )
+    fit = calibration.fit_calibration(logits, labels)
+    probabilities = calibration.calibrated(logits, fit.temperature, fit.floor)
+    after = calibration.calibration_metrics(probabilities, labels)
+    assert fit.floor > 0
+    assert after.ece < by_nll.ece / 2
+    assert after.nll < by_nll.nll
+    assert (probabilities.argmax(1) == logits.argmax(1)).all()
+    np.testing.assert_allclose(probabilities.sum(1), 1.0)
 
 
 def test_calibration_metrics_of_known_cases() -> None:
@@ -99,7 +122,7 @@ def test_trusted_graph_scales_logits_and_scores_every_image(
     logits, probabilities, scores = trust.run(
         result.proto, mnist_sample.test.images, ["logits", "probabilities", "digit_score"]
     )
-    expected = calibration.softmax(logits, card.calibration.temperature)
+    expected = calibration.calibrated(logits, card.calibration.temperature, card.calibration.floor)
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     assert (probabilities.argmax(1) == logits.argmax(1)).all()  # calibration never changes the digit
     assert scores.shape == (len(logits), 1)
@@ -107,15 +130,16 @@ def test_trusted_graph_scales_logits_and_scores_every_image(
     assert max(card.parity.max_abs_diff.values()) <= 1e-4
 
 
-def test_trusting_again_replaces_what_it_added(trusted_softmax: tuple[ModelCard, trust.Result]) -> None:
+@pytest.mark.parametrize("floor", [0.0, 0.01])
+def test_trusting_again_replaces_what_it_added(trusted_softmax: tuple[ModelCard, trust.Result], floor: float) -> None:
     card, result = trusted_softmax
-    sources = trust.feature_sources(card)
-    again = trust.trusted(result.proto, sources, 2.0, result.head)
-    assert len(again.graph.node) == len(result.proto.graph.node)
+    sources, fit = trust.feature_sources(card), calibration.Fit(2.0, floor, "test")
+    again = trust.trusted(result.proto, sources, fit, result.head)
+    assert len(trust.trusted(again, sources, fit, result.head).graph.node) == len(again.graph.node)
     assert [o.name for o in again.graph.output].count("digit_score") == 1
     assert len(trust.strip(again).graph.node) == len(trust.strip(result.proto).graph.node)
     logits, probabilities = trust.run(again, np.zeros((1, 28, 28), np.uint8), ["logits", "probabilities"])
-    np.testing.assert_allclose(probabilities, calibration.softmax(logits, 2.0), atol=1e-6)  # the new T, not both
+    np.testing.assert_allclose(probabilities, calibration.calibrated(logits, 2.0, floor), atol=1e-6)  # not both
 
 
 def test_the_evaluation_set_can_be_written_out_to_look_at(tmp_path: Path) -> None:
