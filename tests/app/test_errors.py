@@ -5,6 +5,7 @@ show nothing of the service's insides."""
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -13,10 +14,10 @@ import pytest
 from fastapi import FastAPI, Query
 from fastapi.testclient import TestClient
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
 
 from app import errors
-from app.handlers import install_error_handlers
+from app.handlers import install_error_handlers, render_error
 
 CASES = {
     "service": errors.UnknownModel("x" * 100, ["cnn", "lenet"]),
@@ -144,3 +145,22 @@ def test_fixed_messages_say_what_to_do() -> None:
     assert errors.BlankImage().detail.startswith("The image is blank: no digit stands out from the background.")
     assert str(errors.BadToken("copy it")) == "copy it"
     assert errors.UnknownModel("foo", iter(["a", "b"])).detail == "Unknown model 'foo'; available: a, b."
+
+
+def test_a_client_that_went_away_is_logged_at_debug_level_only(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="app.handlers"):
+        client.get("/fail/gone")
+    [record] = [r for r in caplog.records if r.name == "app.handlers"]
+    assert record.levelno == logging.DEBUG
+    assert record.getMessage() == "client disconnected during GET /fail/gone"
+
+
+def test_a_retriable_error_keeps_the_headers_it_is_given() -> None:
+    scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"", "headers": []}
+    response = render_error(Request(scope), errors.Overloaded("Busy."), {"Connection": "close"})
+    assert response.status_code == 503
+    assert response.headers["connection"] == "close"
+    assert response.headers["retry-after"] == "1"
+    assert json.loads(response.body) == {"detail": "Busy.", "code": "overloaded"}
