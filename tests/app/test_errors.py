@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from app import errors
 from app.handlers import install_error_handlers, render_error
+from tests.helpers import ROOT
 
 CASES = {
     "service": errors.UnknownModel("x" * 100, ["cnn", "lenet"]),
@@ -164,3 +165,22 @@ def test_a_retriable_error_keeps_the_headers_it_is_given() -> None:
     assert response.headers["connection"] == "close"
     assert response.headers["retry-after"] == "1"
     assert json.loads(response.body) == {"detail": "Busy.", "code": "overloaded"}
+
+
+def readme_error_codes() -> set[tuple[int, str]]:
+    """(status, code) of each row of the README's errors table."""
+    readme = (ROOT / "README.md").read_text().splitlines()
+    start = readme.index("| status | code | when |")
+    pairs = set()
+    for line in readme[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        status, codes = line.split("|")[1:3]
+        pairs |= {(int(status), code) for code in re.findall(r"`(\w+)`", codes)}
+    return pairs
+
+
+def test_the_readme_errors_table_lists_every_kind_of_error() -> None:
+    listed = readme_error_codes()
+    missing = {(kind.status_code, kind.code) for kind in kinds_of_error()} - listed
+    assert not missing, f"not in the README's errors table: {sorted(missing)}"
