@@ -41,6 +41,7 @@ TIMEOUT = {36, 24, -24, 152, 255}
 SURVIVED = {0}
 NO_TESTS = {5, 33}
 RUN_LIMIT_S = 15 * 60  # per module: other work shares the machine
+SHOWN_SURVIVORS = 30
 
 
 def mutant_prefix(path: str) -> str:
@@ -115,8 +116,10 @@ def report(names: list[str]) -> int:
         detected = sum(status(c) in ("killed", "timeout") for c in codes.values())
         run = sum(status(c) != "not run" for c in codes.values())
         failing += bool(unexplained) or (run > 0 and detected < 0.85 * run)
-    for mutant in unexplained_all:
+    for mutant in unexplained_all[:SHOWN_SURVIVORS]:
         print(f"  unexplained survivor: {mutant}   (python -m mutmut show {mutant})")
+    if len(unexplained_all) > SHOWN_SURVIVORS:
+        print(f"  ... and {len(unexplained_all) - SHOWN_SURVIVORS} more (python -m mutmut results)")
     return 1 if failing else 0
 
 
