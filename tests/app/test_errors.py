@@ -20,24 +20,28 @@ from app import errors
 from app.handlers import install_error_handlers, render_error
 from tests.helpers import ROOT
 
-CASES = {
-    "service": errors.UnknownModel("x" * 100, ["cnn", "lenet"]),
-    "overloaded": errors.Overloaded("Busy; try again."),
-    "restarting": errors.ModelRestarting("The model process stopped; send it again."),
-    "bug": RuntimeError("/secret/path/app.py line 3"),
-    "gone": ClientDisconnect(),
-    "teapot": HTTPException(418, "I'm a teapot", headers={"X-Why": "tea"}),
-}
+
+def case(name: str) -> Exception:
+    """The failure a route raises, made when the request comes (as a route's are)."""
+    cases = {
+        "service": lambda: errors.UnknownModel("x" * 100, ["cnn", "lenet"]),
+        "overloaded": lambda: errors.Overloaded("Busy; try again."),
+        "restarting": lambda: errors.ModelRestarting("The model process stopped; send it again."),
+        "bug": lambda: RuntimeError("/secret/path/app.py line 3"),
+        "gone": ClientDisconnect,
+        "teapot": lambda: HTTPException(418, "I'm a teapot", headers={"X-Why": "tea"}),
+    }
+    return cases[name]()
 
 
 def failing_app() -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
 
-    @app.get("/fail/{case}")
-    @app.get("/v2/fail/{case}")
-    def fail(case: str) -> None:
-        raise CASES[case]
+    @app.get("/fail/{name}")
+    @app.get("/v2/fail/{name}")
+    def fail(name: str) -> None:
+        raise case(name)
 
     @app.get("/typed")
     def typed(count: int = Query(ge=1), name: str = Query()) -> dict[str, int]:
@@ -46,8 +50,9 @@ def failing_app() -> FastAPI:
     return app
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def client() -> Iterator[TestClient]:
+    """An app per test: each test then runs the installation of the handlers it relies on (for mutation testing)."""
     with TestClient(failing_app(), raise_server_exceptions=False) as client:
         yield client
 
@@ -109,7 +114,8 @@ def test_a_bug_is_a_500_that_shows_nothing_and_is_logged(client: TestClient, cap
     assert response.json() == {"detail": "Internal server error.", "code": "internal_error"}
     assert "/secret/path" not in response.text
     assert any(r.exc_info and "/secret/path" in str(r.exc_info[1]) for r in caplog.records)
-    assert "unhandled error on GET /fail/bug" in caplog.text
+    [record] = [r for r in caplog.records if r.name == "app.handlers"]
+    assert record.getMessage() == "unhandled error on GET /fail/bug"
 
 
 def test_a_client_that_went_away_gets_no_error_body(client: TestClient) -> None:
