@@ -139,6 +139,12 @@ def test_a_declared_length_over_the_limit_is_refused_before_any_body_is_read() -
     assert exchange.read == 0
 
 
+def test_the_declared_size_is_stated_in_megabytes_rounded_to_one_decimal() -> None:
+    limit = BodySizeLimit(reads_the_body, LIMIT, a_budget())
+    exchange = run(limit, http_scope(headers={"Content-Length": "1050001"}))
+    assert exchange.json["detail"].startswith("The request body is 1.1 MB;")
+
+
 def test_a_declared_length_at_the_limit_is_read() -> None:
     limit = BodySizeLimit(reads_the_body, LIMIT, a_budget())
     exchange = run(limit, http_scope(headers={"Content-Length": str(LIMIT)}), Exchange([b"\0" * LIMIT]))
@@ -238,9 +244,14 @@ def test_non_http_scopes_pass_through_the_body_limit() -> None:
     ],
 )
 def test_the_key_or_an_open_path_lets_a_request_through(path: str, headers: dict[str, str]) -> None:
-    app = Recorder()
-    run(ApiKey(app, "s3cret"), http_scope(path, headers, method="GET"))
-    assert app.calls == ["http"]
+    exchange = run(ApiKey(reads_the_body, "s3cret"), http_scope(path, headers), Exchange([b"abc"]))
+    assert exchange.status == 200  # the app read the body and answered: the request passed whole
+    assert exchange.sent[1]["body"] == b"3"
+
+
+def test_a_key_with_a_space_is_read_whole_from_the_bearer_header() -> None:
+    exchange = run(ApiKey(answers_at_once, "two words"), http_scope("/models", {"Authorization": "Bearer two words"}))
+    assert exchange.status == 204
 
 
 @pytest.mark.parametrize(
@@ -260,6 +271,7 @@ def test_the_key_or_an_open_path_lets_a_request_through(path: str, headers: dict
 def test_without_the_key_a_request_gets_401_with_its_code_and_message(path: str, headers: dict[str, str]) -> None:
     app = Recorder()
     exchange = run(ApiKey(app, "s3cret"), http_scope(path, headers, method="GET"))
+    assert run(ApiKey(app, "XXXX"), http_scope(path, {}, method="GET")).status == 401  # no key matches no header
     assert app.calls == []
     assert exchange.status == 401
     assert exchange.headers["www-authenticate"] == "Bearer"
@@ -341,6 +353,21 @@ def test_once_the_body_is_in_the_body_deadline_no_longer_applies() -> None:
     exchange = run(
         BodyTimeout(reads_then_works, SHORT_S), http_scope(headers={"Content-Length": "2"}), Exchange([b"a", b"b"])
     )
+    assert exchange.status == 204
+
+
+def test_a_last_body_message_without_more_body_ends_the_body() -> None:
+    async def works_after_the_body(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await asyncio.sleep(4 * SHORT_S)
+        await answers_at_once(scope, receive, send)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"ab"}  # ASGI: more_body absent means False
+
+    exchange = Exchange()
+    timeout = BodyTimeout(works_after_the_body, SHORT_S)
+    asyncio.run(timeout(http_scope(headers={"Content-Length": "2"}), receive, exchange.send))
     assert exchange.status == 204
 
 

@@ -63,7 +63,15 @@ def test_a_bad_header_length_is_refused_with_the_bodys_size(length: str) -> None
     assert refused.value.status_code == 400
 
 
-@pytest.mark.parametrize(("body", "says"), [(b"{not json", "Expecting property name"), (b'{"inputs": 3}', "inputs: Input should be a valid list")])
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"{not json", "Expecting property name"),
+        (b'{"inputs": 3}', ": inputs: Input should be a valid list"),
+        (b'{"inputs": [{"name": "image"}]}', ": inputs.0.shape: Field required"),
+        (b"[]", ": body: Input should be a valid dictionary"),
+    ],
+)
 def test_a_body_that_is_no_inference_request_says_why(body: bytes, says: str) -> None:
     with pytest.raises(InvalidInferenceRequest, match="The request is not a valid inference request: ") as refused:
         split_body(body, None)
@@ -83,6 +91,7 @@ def test_uint8_images_are_scaled_to_the_unit_range() -> None:
     data = [0, 51, 255] + [0] * 781
     images = decode_images(request(datatype="UINT8", data=data), b"", max_batch=1)
     assert images.dtype == np.float32
+    assert images.shape == (1, 28, 28, 1)
     np.testing.assert_allclose(images.ravel()[:3], [0.0, 0.2, 1.0])
 
 
