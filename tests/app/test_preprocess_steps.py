@@ -19,9 +19,11 @@ from app.preprocess import (
     crop_to_ink,
     decode_image,
     decoded_pixels,
+    fit_box,
     is_mnist_layout,
     is_plain_mnist_png,
     load_image,
+    mnist_layout_pixels,
     model_input,
     normalise_polarity,
     open_image,
@@ -91,11 +93,10 @@ def test_transparent_pixels_become_a_background_that_contrasts_with_the_ink(
 
 
 def test_a_transparency_colour_in_the_metadata_counts_as_transparency() -> None:
-    image = Image.fromarray(np.array([[0, 0, 255]], dtype=np.uint8))  # dark ink on a transparent "black"
-    image.info["transparency"] = 0
-    image = Image.open(io.BytesIO(encode(image, transparency=0)))
+    pixels = np.array([[0, 100, 0]], dtype=np.uint8)  # dark grey ink; black is the transparent colour
+    image = Image.open(io.BytesIO(encode(pixels, transparency=0)))
     image.load()
-    np.testing.assert_array_equal(to_grayscale(image), [[0.0, 0.0, 1.0]])  # no opaque dark ink: light ink on dark
+    np.testing.assert_allclose(to_grayscale(image), [[1.0, 100 / 255, 1.0]], atol=1e-6)  # a light background
 
 
 def test_ink_as_bright_as_it_is_dark_is_taken_for_light_ink() -> None:
@@ -240,16 +241,37 @@ def test_a_line_missing_less_than_2_px_is_widened_too() -> None:
     assert np.flatnonzero(thicken_strokes(crop)[15]).tolist() == [13, 14, 15]
 
 
-@pytest.mark.parametrize(("mass_at", "placed"), [(0, 14), (19, 0)])
-def test_the_digit_stays_inside_the_field_however_its_mass_lies(mass_at: int, placed: int) -> None:
+@pytest.mark.parametrize(("mass_at", "top"), [(0, 8), (19, 0)])
+def test_the_digit_stays_inside_the_field_however_its_mass_lies(mass_at: int, top: int) -> None:
     digit = np.zeros((20, 20), np.float32)
-    digit[mass_at, :] = 1.0  # all the mass on one edge row and column: centring would push the digit out
-    digit[:, mass_at] = 1.0
+    digit[mass_at, :] = 1.0  # all the mass on the top or bottom row: centring it would push the digit out
     field = place_in_field(digit)
     assert field.dtype == np.float32
-    top = min(placed, 28 - 20)
-    np.testing.assert_array_equal(field[top : top + 20, top : top + 20], digit)
+    np.testing.assert_array_equal(field[top : top + 20, 4:24], digit)
     assert field.sum() == digit.sum()
+    across = place_in_field(digit.T.copy())  # the same, sideways
+    np.testing.assert_array_equal(across[4:24, top : top + 20], digit.T)
+
+
+def test_a_digit_one_pixel_thin_keeps_one_pixel_when_fitted() -> None:
+    assert fit_box(np.ones((40, 1), np.float32)).shape == (20, 1)
+    assert fit_box(np.ones((1, 40), np.float32)).shape == (1, 20)
+
+
+def resized(ink: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
+    return np.asarray(Image.fromarray(ink, mode="F").resize(size, resample), dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    ("shape", "resample"), [((40, 10), Image.Resampling.BOX), ((10, 4), Image.Resampling.BILINEAR)]
+)
+def test_fitting_averages_when_shrinking_and_interpolates_when_enlarging(
+    shape: tuple[int, int], resample: Image.Resampling
+) -> None:
+    ink = np.random.default_rng(1).random(shape, dtype=np.float32)
+    height, width = shape
+    size = (round(width * 20 / height), 20)
+    np.testing.assert_array_equal(fit_box(ink), np.clip(resized(ink, size, resample), 0, 1))
 
 
 def test_to_uint8_clips_and_rounds() -> None:
@@ -331,8 +353,16 @@ def plain_png(extra: bytes = b"", ihdr: bytes | None = None) -> bytes:
         (plain_png(ihdr=struct.pack(">IIBBBBB", 28, 28, 16, 0, 0, 0, 0)), False),  # 16-bit
         (b"\x89PNX\r\n\x1a\n" + plain_png()[8:], False),
         (plain_png()[:33] + png_chunk(b"tEXt", b"a\0b") + plain_png()[33:], False),
-        (plain_png()[:33] + png_chunk(b"IDAT", b"", length=0xFFFFFFF0)[:8], False),  # a length past the end
+        (plain_png()[:33] + png_chunk(b"IDAT", b"", length=0xFFFFFFF0), False),  # a length past the end
+        (plain_png()[:33] + png_chunk(b"IDAT", b"", length=0xFFFFFFF4), False),  # read as signed, it would loop
     ],
 )
 def test_only_a_whole_plain_28x28_grey_png_takes_the_fast_path(data: bytes, plain: bool) -> None:
     assert is_plain_mnist_png(data) is plain
+
+
+def test_only_28x28_grey_images_are_taken_as_they_are() -> None:
+    pixels = spanning(20, 10)
+    np.testing.assert_array_equal(mnist_layout_pixels(Image.fromarray(pixels)), pixels)
+    assert mnist_layout_pixels(Image.fromarray(np.pad(pixels, ((0, 2), (0, 0))))) is None  # 28 wide, 30 high
+    assert mnist_layout_pixels(Image.fromarray(pixels).convert("RGB")) is None
