@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MNIST_DIR ?= ../shared/data/mnist
 export MNIST_DIR
 
-.PHONY: install install-dev install-train run test check format train evaluate evaluate-paper evaluate-read bench soak slowloris fuzz docker lock clean
+.PHONY: install install-dev install-train run test check format train evaluate evaluate-paper evaluate-read bench soak slowloris fuzz mutate docker lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,9 @@ soak: install-dev                  ## two minutes of mixed valid and invalid loa
 
 fuzz: install-dev                  ## the decoder fuzz test at 20x its CI size, every input through HTTP (~5 min)
 	FUZZ_SCALE=20 $(PY) -m pytest -q tests/app/test_decoder_fuzz.py
+
+mutate: install-dev                ## mutation testing, module by module (mutmut; long, not in CI); prints the score per module
+	$(PY) -m benchmarks.mutation_report --run $(MODULES)
 
 slowloris: install-dev             ## p99 at c=16 with 200 slow clients vs without; recovery after kill -9 of the model
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)

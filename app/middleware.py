@@ -104,7 +104,9 @@ class ApiKey:
 
     def _authorised(self, scope: Scope) -> bool:
         headers = dict(scope["headers"])
-        given = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(b"Bearer ")
+        # The Bearer scheme is required: a bare `Authorization: KEY` is refused, as RFC 6750 clients never send it.
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        given = headers.get(b"x-api-key") or (token if scheme.lower() == b"bearer" else b"")
         return hmac.compare_digest(given, self.key)
 
 

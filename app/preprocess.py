@@ -177,7 +177,8 @@ def to_grayscale(image: Image.Image) -> Gray:
 
 
 def _has_transparency(image: Image.Image) -> bool:
-    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    # Not "La": Pillow cannot convert it to RGBA (load_image has made it LA by now).
+    return image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info
 
 
 def normalise_polarity(gray: Gray) -> Gray:

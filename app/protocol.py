@@ -102,9 +102,12 @@ def split_body(body: bytes, header_length: str | None) -> tuple[InferenceRequest
         head, binary = body[: int(header_length)], body[int(header_length) :]
     try:
         return InferenceRequest.model_validate(json.loads(head)), binary
-    except (ValueError, ValidationError) as exc:
-        first = str(exc).splitlines()[0][:200]
-        raise _invalid(f"The request is not a valid inference request: {first}") from None
+    except ValidationError as exc:  # what is wrong and where: pydantic's first line only names the model
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "body"
+        raise _invalid(f"The request is not a valid inference request: {where}: {problem['msg'][:200]}") from None
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise _invalid(f"The request is not a valid inference request: {str(exc)[:200]}") from None
 
 
 def decode_images(request: InferenceRequest, binary: bytes, *, max_batch: int) -> npt.NDArray[np.float32]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from app.admission import Budget
+from app.admission import Budget, DecodePool
 from app.errors import Overloaded
 from app.main import create_app
 from app.preprocess import decoded_pixels, open_image
@@ -153,3 +154,58 @@ def test_no_room_for_a_large_body_is_503_overloaded_then_served(tight: TestClien
     bodies.release(held)
     assert tight.post("/predict", content=image, headers={"Content-Type": "image/png"}).json()["digit"] == 7
     assert bodies.in_use == 0
+
+
+async def test_the_refusal_names_the_units_the_budget_and_its_setting() -> None:
+    shared = Budget(1_500_000, 0.01, "decoded pixels", "MNIST_DECODE_BUDGET_PIXELS")
+    held = await shared.acquire(1_500_000)
+    with pytest.raises(Overloaded) as refused:
+        await shared.acquire(1)
+    assert refused.value.detail == (
+        "The service is busy with as many decoded pixels as it may hold (1,500,000, MNIST_DECODE_BUDGET_PIXELS); "
+        "try again."
+    )
+    shared.release(held)
+
+
+async def test_a_request_that_exactly_fills_the_budget_runs_at_once() -> None:
+    shared = budget(capacity=10, wait_s=0.01)
+    assert await shared.acquire(4) == 4
+    assert await shared.acquire(6) == 6  # 4 + 6 == capacity: no wait, no refusal
+    assert shared.in_use == 10
+
+
+async def test_a_waiter_is_let_in_when_exactly_enough_room_is_freed() -> None:
+    shared = budget(capacity=10)
+    first = await shared.acquire(7)
+    waiter = asyncio.create_task(shared.acquire(3 + 1))
+    await asyncio.sleep(0)
+    shared.release(first - 6)  # 6 in use: 4 free, exactly what the waiter needs
+    assert await waiter == 4
+    assert shared.in_use == 10
+
+
+async def test_the_decode_pool_runs_in_its_threads_within_the_budget_and_frees_memory_when_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    released: list[int] = []
+    monkeypatch.setattr("app.admission.release_free_memory", lambda: released.append(shared.in_use))
+    shared = budget(capacity=100)
+    pool = DecodePool(shared, threads=2)
+    try:
+        seen: list[tuple[str, int]] = []
+
+        def decode(name: str) -> str:
+            seen.append((threading.current_thread().name, shared.in_use))
+            return name.upper()
+
+        assert await pool.run(60, decode, "a") == "A"
+        assert seen[0][0].startswith("decode")
+        assert seen[0][1] == 60  # held while it ran
+        assert released == [0]  # the budget emptied: memory handed back
+        other = await shared.acquire(10)  # other work in flight: no trim after the next decode
+        assert await pool.run(30, decode, "b") == "B"
+        assert released == [0]
+        shared.release(other)
+    finally:
+        pool.close()

@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 from app.settings import Settings
@@ -153,20 +154,45 @@ def served_predictions(container: str) -> int:
     return sum('"/predict"' in line for line in docker("logs", container).splitlines())
 
 
+# Run inside a replica's container (its port is not published): the service as its neighbours reach it.
+IN_CONTAINER_REQUEST = """
+import sys, urllib.request
+body = sys.stdin.buffer.read() or None
+request = urllib.request.Request("http://127.0.0.1:8000" + sys.argv[1], data=body,
+                                 headers={"Content-Type": "image/png"} if body else {})
+print(urllib.request.urlopen(request, timeout=30).read().decode())
+"""
+
+
+def replica_request(container: str, path: str, body: bytes = b"") -> dict:
+    """One request to one replica, by name, from inside its container: no load balancer chooses for us."""
+    command = ["docker", "exec", "-i", container, "python3", "-c", IN_CONTAINER_REQUEST, path]
+    result = subprocess.run(command, input=body, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    return dict(json.loads(result.stdout))
+
+
 def test_replicas_behind_the_load_balancer(replicas: list[str], mnist_sample: Mnist) -> None:
     before = [served_predictions(c) for c in replicas]
-    urls = []
     for image in mnist_sample.test.images[:20]:
         prediction, headers = request(f"{LB}/predict", encode(image))
-        urls.append(prediction["activations_url"])
+        assert prediction["activations_url"].startswith(f"{LB}/activations?")
         assert headers["Server"] == "nginx"  # no version
         assert not any("upstream" in name.lower() for name in headers)  # no replica address
     assert all(served_predictions(c) > b for c, b in zip(replicas, before, strict=True))
-    # Whichever replica answers, every activations_url works: the token carries the image.
-    for url in urls[:6]:
-        assert url.startswith(f"{LB}/activations?")
-        activations, _ = request(url)
-        assert activations["model"] == "cnn"
+
+
+def test_one_replica_answers_the_other_replicas_activations_url(replicas: list[str], mnist_sample: Mnist) -> None:
+    """The token carries the image, keyed by the key the replicas share: any replica answers any replica's URL."""
+    first, second = replicas[:2]
+    prediction = replica_request(first, "/predict", encode(mnist_sample.test.images[0]))
+    query = prediction["activations_url"].split("/activations", 1)[1]
+    here = replica_request(first, "/activations" + query + "&layer=conv1")
+    there = replica_request(second, "/activations" + query + "&layer=conv1")
+    assert there["model"] == "cnn"
+    assert there["layers"][0]["shape"] == [32, 28, 28]
+    assert there["input"] == here["input"]  # the same 28x28 image, decoded from the token by each
+    np.testing.assert_allclose(there["layers"][0]["data"], here["layers"][0]["data"], atol=1e-5)  # the same maps
 
 
 def test_nginx_sets_the_forwarded_scheme_itself(replicas: list[str], mnist_sample: Mnist) -> None:

@@ -4,15 +4,20 @@ fails only the calls it held: the next call starts a new one."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from app import errors
-from app.runtime.process import ModelProcess, ModelProcessError, ModelProcessLost
+from app.runtime.process import ModelProcess, ModelProcessError, ModelProcessLost, _serve
 from app.runtime.registry import RuntimeConfig, load_registry
 from tests.helpers import MODELS_DIR
 from training.data import Mnist
@@ -145,3 +150,69 @@ def test_a_lost_process_is_replaced_at_once_and_is_not_ready_meanwhile(
         assert values["probabilities"].shape == (2, 10)
 
     asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def serve_in_this_process(models: dict[str, Path], talk: Callable[[Connection], list[tuple]]) -> list[tuple]:
+    """The child's loop (`_serve`) run right here, in the main thread as in the child, with `talk` as the parent in
+    another thread: what the child answered. Run in-process so that what it does is seen, not only its answers."""
+    parent, child = multiprocessing.Pipe()
+    answers: list[tuple] = []
+    parent_side = threading.Thread(target=lambda: answers.extend(talk(parent)))
+    sigint = signal.getsignal(signal.SIGINT)
+    parent_side.start()
+    try:
+        _serve(child, models, ["CPUExecutionProvider"], 1, 1)
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+        parent_side.join(30)
+    return answers
+
+
+def test_the_child_answers_calls_in_order_and_one_bad_call_fails_alone(mnist_sample: Mnist) -> None:
+    x = images(mnist_sample, 3)
+
+    def talk(parent: Connection) -> list[tuple]:
+        answers = [parent.recv()]  # ready, once the sessions are open
+        parent.send(("cnn", x, ("probabilities",)))
+        parent.send(("cnn", np.zeros((1, 27, 27, 1), np.float32), ("probabilities",)))
+        parent.send(("cnn", x[:1], ("logits", "probabilities")))
+        answers += [parent.recv() for _ in range(3)]
+        parent.close()  # the child reads end-of-file and returns
+        return answers
+
+    ready, first, bad, last = serve_in_this_process({"cnn": CNN}, talk)
+    assert ready == ("ready", None, 0.0)
+    session = ort.InferenceSession(str(CNN), providers=["CPUExecutionProvider"])
+    assert first[0] == "ok"
+    assert list(first[1]) == ["probabilities"]
+    np.testing.assert_allclose(first[1]["probabilities"], session.run(["probabilities"], {"image": x})[0], atol=1e-6)
+    assert first[2] > 0
+    status, detail, seconds = bad
+    assert (status, seconds) == ("error", 0.0)
+    assert detail.startswith(("InvalidArgument: ", "Fail: ", "RuntimeException: "))
+    assert "image" in detail
+    assert "\n" not in detail
+    assert last[0] == "ok"
+    assert list(last[1]) == ["logits", "probabilities"]  # each value under its own name
+    np.testing.assert_allclose(last[1]["logits"], session.run(["logits"], {"image": x[:1]})[0], atol=1e-5)
+
+
+def test_a_child_that_cannot_open_its_models_says_why_and_stops(tmp_path: Path) -> None:
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"not onnx")
+    answers = serve_in_this_process({"cnn": broken}, lambda parent: [parent.recv()])
+    [(status, detail, seconds)] = answers
+    assert (status, seconds) == ("failed", 0.0)
+    assert detail
+    assert "\n" not in detail
+
+
+def test_the_child_ignores_ctrl_c_which_reaches_the_whole_process_group() -> None:
+    def talk(parent: Connection) -> list[tuple]:
+        answers = [parent.recv(), (signal.getsignal(signal.SIGINT),)]
+        parent.close()
+        return answers
+
+    ready, (handler,) = serve_in_this_process({"cnn": CNN}, talk)
+    assert ready[0] == "ready"
+    assert handler == signal.SIG_IGN
