@@ -81,6 +81,7 @@ PEERS: dict[str, Peer] = {
 
 def peer_python(venv: Path, packages: tuple[str, ...]) -> Path | None:
     """The Python of a venv holding exactly `packages`, created (or redone when they changed); None if pip fails."""
+    venv = venv.absolute()  # the servers run from their own folders
     python = venv / "bin" / "python"
     stamp = venv / ".installed"
     wanted = "\n".join(packages)

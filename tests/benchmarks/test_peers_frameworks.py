@@ -95,7 +95,7 @@ def test_a_venv_with_the_same_pins_is_reused(tmp_path: Path, monkeypatch: pytest
         raise AssertionError(f"nothing should be installed: {args}")
 
     monkeypatch.setattr(subprocess, "run", refuse)
-    assert peer_python(venv, PEERS["litserve"].packages) == venv / "bin" / "python"
+    assert peer_python(venv, PEERS["litserve"].packages) == venv.absolute() / "bin" / "python"
     with pytest.raises(AssertionError, match="nothing should be installed"):
         peer_python(venv, ("litserve==0.0.1",))  # other pins: the venv is made again
 
