@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -123,27 +123,28 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 12
 
 @contextmanager
 def serve(
-    command: list[str], ready_url: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+    command: list[str], ready_url: str, env: dict[str, str] | None = None, cwd: Path = ROOT, log: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """The server, ready; stopped afterwards with every process it started (its own process group)."""
-    process = subprocess.Popen(command, env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
-    try:
-        wait_ready(ready_url, process)
-        yield process
-    finally:
-        stop_group(process)
+    """The server, ready (its output in `log` if given); stopped afterwards with every process it started."""
+    with log.open("wb") if log else nullcontext() as output:
+        environment = {**os.environ, **(env or {})}
+        process = subprocess.Popen(
+            command, env=environment, cwd=cwd, stdout=output, stderr=output, start_new_session=True
+        )
+        try:
+            wait_ready(ready_url, process)
+            yield process
+        finally:
+            stop_group(process)
 
 
 def stop_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the server's process group (frameworks' workers included), SIGKILL to what is left after 30 s."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
+    """SIGTERM to the server, which stops its own children (the service its model process); after it exits or 30 s,
+    SIGKILL to whatever is left in its process group (a framework's workers that outlived it)."""
+    process.terminate()
+    with suppress(subprocess.TimeoutExpired):
         process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    except ProcessLookupError:
-        return
-    with suppress(ProcessLookupError):
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
@@ -275,7 +276,8 @@ def run_peer(
     content_type = MULTIPART if peer.body == "multipart" else "application/json"
     command = peer.start(python, port)
     env = peer_env(model, peer.workers)
-    with serve(command, base + peer.ready_path, env, cwd=folder) as process, peak_rss(process.pid) as peak:
+    log = folder / "server.log"  # its own output, apart from the table
+    with serve(command, base + peer.ready_path, env, folder, log) as process, peak_rss(process.pid) as peak:
         result = wrk(base + peer.infer_path(model), bodies[peer.body], content_type, top, args.seconds)
     runs.append(Run(peer.label, model, peer.workers, top, **result, peak_rss_mb=peak[0]))
     print_run(runs[-1])
