@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from app.preprocess import model_input, preprocess
 from benchmarks import peers_digit
-from benchmarks.bench import MULTIPART, Run, digits, multipart_body, peer_targets, png, tree_rss_bytes
+from benchmarks.bench import MULTIPART, Run, digits, median_runs, multipart_body, peer_targets, png, tree_rss_bytes
 from benchmarks.peers_frameworks import PEERS, model_path, peer_env, peer_folder, peer_python
 
 UPLOAD_PEERS = [name for name, peer in PEERS.items() if peer.body == "multipart"]
@@ -134,3 +134,19 @@ def test_the_memory_of_a_server_counts_its_children() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_rounds_are_judged_on_each_systems_median() -> None:
+    label = PEERS["litserve"].label
+    runs = [
+        Run("service", "cnn", 1, 64, 3_000.0, 18.0, 25.0, 0, 250.0),
+        Run(label, "cnn", 2, 64, 1_000.0, 60.0, 90.0, 0, 490.0),
+        Run("service", "cnn", 1, 64, 1_000.0, 60.0, 200.0, 2, 260.0),  # a round on a busy machine
+        Run(label, "cnn", 2, 64, 1_200.0, 50.0, 80.0, 0, 500.0),
+        Run("service", "cnn", 1, 64, 2_800.0, 20.0, 30.0, 0, 255.0),
+        Run(label, "cnn", 2, 64, 500.0, 120.0, 300.0, 1, 495.0),
+    ]
+    service, peer = median_runs(runs)
+    assert service == Run("service", "cnn", 1, 64, 2_800.0, 20.0, 30.0, 2, 260.0)
+    assert peer == Run(label, "cnn", 2, 64, 1_000.0, 60.0, 90.0, 1, 500.0)
+    assert peer_targets([service, peer], 64)["cnn"]["vs_best_peer"] == 2.8
