@@ -20,8 +20,9 @@ from fastapi.testclient import TestClient
 
 from app.preprocess import model_input, preprocess
 from benchmarks import peers_digit
-from benchmarks.bench import MULTIPART, Run, digits, median_runs, multipart_body, peer_targets, png, tree_rss_bytes
+from benchmarks.bench import MULTIPART, Run, digits, median_runs, multipart_body, peer_targets, png
 from benchmarks.peers_frameworks import PEERS, model_path, peer_env, peer_folder, peer_python
+from benchmarks.peers_memory import tree_rss_bytes
 
 UPLOAD_PEERS = [name for name, peer in PEERS.items() if peer.body == "multipart"]
 
