@@ -3,8 +3,11 @@
 For each model: POST /predict (multipart PNGs of real MNIST test digits) driven by wrk at several concurrencies,
 with 1 worker and one per core, with and without dynamic batching; the ceiling's two parts (a bare FastAPI
 endpoint under the same load, raw ONNX Runtime images/s at batch 64 with the same threads); and the peers:
-MLServer with adaptive batching over V2 JSON, a naive FastAPI + Keras server, and the service's own V2 endpoint.
+MLServer with adaptive batching over V2 JSON, LitServe and BentoML with their own batching taking the same uploads
+as /predict (each framework in its own venv: benchmarks/peers_frameworks.py), a naive FastAPI + Keras server, and
+the service's own V2 endpoint. Every run records the peak resident memory of the server's whole process tree.
 Prints a table and the target ratios at the highest concurrency, and writes a JSON report.
+`--only peers`: the service's /predict at the highest concurrency and the framework peers, nothing else.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import json
 import os
 import re
 import shutil
+import signal
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,12 +33,14 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from benchmarks.peers_frameworks import PEERS, Peer, peer_env, peer_folder, peer_python
+from benchmarks.peers_memory import peak_rss
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 SAMPLE = ROOT / "tests" / "data" / "mnist-sample"
 BOUNDARY = "mnistbenchboundary"
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"  # the Content-Type of multipart_body's bodies
-MLSERVER_VERSION = "1.7.1"
 WARM_UP_S = 2  # each measured run follows this much unmeasured load: first requests pay one-off costs
 
 
@@ -47,6 +54,7 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    peak_rss_mb: float | None = None  # the server's whole process tree, summed RSS, sampled during the load
 
 
 @dataclass
@@ -116,18 +124,30 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 12
 
 @contextmanager
 def serve(
-    command: list[str], ready_url: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+    command: list[str], ready_url: str, env: dict[str, str] | None = None, cwd: Path = ROOT, log: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(command, env={**os.environ, **(env or {})}, cwd=cwd)
-    try:
-        wait_ready(ready_url, process)
-        yield process
-    finally:
-        process.terminate()
+    """The server, ready (its output in `log` if given); stopped afterwards with every process it started."""
+    with log.open("wb") if log else nullcontext() as output:
+        environment = {**os.environ, **(env or {})}
+        process = subprocess.Popen(
+            command, env=environment, cwd=cwd, stdout=output, stderr=output, start_new_session=True
+        )
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            wait_ready(ready_url, process)
+            yield process
+        finally:
+            stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server, which stops its own children (the service its model process); after it exits or 30 s,
+    SIGKILL to whatever is left in its process group (a framework's workers that outlived it)."""
+    process.terminate()
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=30)
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def wrk(url: str, files: list[Path], content_type: str, concurrency: int, seconds: int) -> dict[str, float]:
@@ -170,46 +190,6 @@ def raw_onnx(
     return runs * batch / elapsed
 
 
-def mlserver_python(venv: Path) -> Path | None:
-    """MLServer in a virtual environment of its own (its pins clash with the service's); None if it cannot install."""
-    python = venv / "bin" / "python"
-    if not (venv / ".installed").is_file():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        result = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", f"mlserver=={MLSERVER_VERSION}", "onnxruntime"],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            print(f"MLServer could not be installed, skipped: {result.stderr.strip().splitlines()[-1:]}")
-            return None
-        (venv / ".installed").touch()
-    return python
-
-
-def mlserver_folder(folder: Path, model: str, port: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(BENCH / "mlserver" / "runtime.py", folder / "runtime.py")
-    # parallel_workers=0: inference in the server process (1.7.1's worker processes fail to start on Python 3.11).
-    settings = {
-        "http_port": port,
-        "grpc_port": port + 1,
-        "metrics_port": port + 2,
-        "debug": False,
-        "parallel_workers": 0,
-    }
-    (folder / "settings.json").write_text(json.dumps(settings))
-    model_settings = {
-        "name": model,
-        "implementation": "runtime.OnnxDigits",
-        "max_batch_size": 64,
-        "max_batch_time": 0.002,
-        "parameters": {"uri": str(ROOT / "models" / model / "model.onnx")},
-    }
-    (folder / "model-settings.json").write_text(json.dumps(model_settings))
-    return folder
-
-
 def service_env(*, workers: int, batching: bool) -> dict[str, str]:
     return {
         "MNIST_WORKERS": str(workers),
@@ -221,26 +201,42 @@ def service_env(*, workers: int, batching: bool) -> dict[str, str]:
 def run_service(
     runs: list[Run], args: argparse.Namespace, bodies: dict[str, list[Path]], *, workers: int, batching: bool, port: int
 ) -> None:
+    """/predict at every concurrency (only the highest with --only peers) and, for the default deployment, V2 JSON."""
     base = f"http://127.0.0.1:{port}"
     label = f"service{'' if batching else ' (no batching)'}"
     env = {**service_env(workers=workers, batching=batching), "MNIST_PORT": str(port)}
-    with serve([sys.executable, "-m", "app"], f"{base}/health/ready", env):
+    top = max(args.concurrency)
+    concurrencies = [top] if args.only == "peers" else args.concurrency
+    with serve([sys.executable, "-m", "app"], f"{base}/health/ready", env) as process:
         for model in args.models:
-            for concurrency in args.concurrency:
-                result = wrk(
-                    f"{base}/predict?model={model}",
-                    bodies["multipart"],
-                    MULTIPART,
-                    concurrency,
-                    args.seconds,
-                )
-                runs.append(Run(label, model, workers, concurrency, **result))
+            for concurrency in concurrencies:
+                with peak_rss(process.pid) as peak:
+                    result = wrk(
+                        f"{base}/predict?model={model}", bodies["multipart"], MULTIPART, concurrency, args.seconds
+                    )
+                runs.append(Run(label, model, workers, concurrency, **result, peak_rss_mb=peak[0]))
                 print_run(runs[-1])
-            if batching and workers == 1:
-                top = max(args.concurrency)
+            if batching and workers == 1 and args.only != "peers":
                 result = wrk(f"{base}/v2/models/{model}/infer", bodies["v2"], "application/json", top, args.seconds)
                 runs.append(Run("service V2 JSON", model, workers, top, **result))
                 print_run(runs[-1])
+
+
+def run_peer(
+    runs: list[Run], args: argparse.Namespace, bodies: dict[str, list[Path]], peer: Peer, *, python: Path, model: str
+) -> None:
+    """One framework serving one model under the highest concurrency, with the bodies of its protocol."""
+    port, top = args.port + 30, max(args.concurrency)
+    folder = peer_folder(args.out.parent / f"{peer.name}-{model}", peer, model, port)
+    base = f"http://127.0.0.1:{port}"
+    content_type = MULTIPART if peer.body == "multipart" else "application/json"
+    command = peer.start(python, port)
+    env = peer_env(model, peer.workers)
+    log = folder / "server.log"  # its own output, apart from the table
+    with serve(command, base + peer.ready_path, env, folder, log) as process, peak_rss(process.pid) as peak:
+        result = wrk(base + peer.infer_path(model), bodies[peer.body], content_type, top, args.seconds)
+    runs.append(Run(peer.label, model, peer.workers, top, **result, peak_rss_mb=peak[0]))
+    print_run(runs[-1])
 
 
 def drive_peer(
@@ -260,9 +256,11 @@ def drive_peer(
 
 
 def print_run(run: Run) -> None:
+    memory = f"  peak RSS {run.peak_rss_mb:.0f} MB" if run.peak_rss_mb else ""
     print(
-        f"{run.system:<24}{run.model:<8}{run.workers:>3}w c={run.concurrency:<4}"
-        f"{run.requests_per_s:>9.0f} req/s  p50 {run.p50_ms:>7.2f} ms  p99 {run.p99_ms:>8.2f} ms  errors {run.errors}",
+        f"{run.system:<28}{run.model:<8}{run.workers:>3}w c={run.concurrency:<4}"
+        f"{run.requests_per_s:>9.0f} req/s  p50 {run.p50_ms:>7.2f} ms  p99 {run.p99_ms:>8.2f} ms  errors {run.errors}"
+        f"{memory}",
         flush=True,
     )
 
@@ -274,6 +272,28 @@ def find(runs: list[Run], system: str, model: str, concurrency: int, workers: in
     )
 
 
+def median_runs(runs: list[Run]) -> list[Run]:
+    """One run per system, model, workers and concurrency: the median of each figure over its repetitions (the most
+    errors and the highest memory peak), in the order they were first measured."""
+    groups: dict[tuple[str, str, int, int], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.system, run.model, run.workers, run.concurrency), []).append(run)
+    medians = []
+    for (system, model, workers, concurrency), group in groups.items():
+        peaks = [r.peak_rss_mb for r in group if r.peak_rss_mb is not None]
+        medians.append(
+            Run(
+                system, model, workers, concurrency,
+                requests_per_s=statistics.median(r.requests_per_s for r in group),
+                p50_ms=statistics.median(r.p50_ms for r in group),
+                p99_ms=statistics.median(r.p99_ms for r in group),
+                errors=max(r.errors for r in group),
+                peak_rss_mb=max(peaks) if peaks else None,
+            )
+        )  # fmt: skip
+    return medians
+
+
 def ratios(
     runs: list[Run], ceilings: dict[str, Ceiling], concurrency: int, workers: int = 1
 ) -> dict[str, dict[str, object]]:
@@ -283,7 +303,7 @@ def ratios(
     for model, ceiling in ceilings.items():
         service = {r.workers: r for r in runs if (r.system, r.model, r.concurrency) == ("service", model, concurrency)}
         deployed, limit = service[workers], ceiling.L[workers]
-        mlserver = find(runs, "mlserver (V2 JSON)", model, concurrency)
+        mlserver = find(runs, PEERS["mlserver"].label, model, concurrency)
         keras = find(runs, "naive keras", model, concurrency)
         entry: dict[str, object] = {
             "workers": deployed.workers,
@@ -309,6 +329,27 @@ def ratios(
     return report
 
 
+def peer_targets(runs: list[Run], concurrency: int) -> dict[str, dict[str, object]]:
+    """Per model: the service's /predict (one worker) against the fastest framework peer at the given concurrency."""
+    labels = {peer.label for peer in PEERS.values()}
+    report: dict[str, dict[str, object]] = {}
+    for model in dict.fromkeys(r.model for r in runs if r.system in labels):
+        service = find(runs, "service", model, concurrency)
+        peers = [r for r in runs if r.system in labels and (r.model, r.concurrency) == (model, concurrency)]
+        if service is None or not peers:
+            continue
+        best = max(peers, key=lambda r: r.requests_per_s)
+        ratio = round(service.requests_per_s / best.requests_per_s, 2)
+        report[model] = {
+            "service_requests_per_s": round(service.requests_per_s),
+            "best_peer": best.system,
+            "best_peer_requests_per_s": round(best.requests_per_s),
+            "vs_best_peer": ratio,
+            ">= 1.5x the best peer": ratio >= 1.5,
+        }
+    return report
+
+
 def gpu_throughput(models: list[str]) -> dict[str, dict[int, float]] | None:
     """Images/s on the CUDA execution provider at batch 1, 64 and 1024, where onnxruntime has one."""
     if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -320,25 +361,11 @@ def gpu_throughput(models: list[str]) -> dict[str, dict[int, float]] | None:
     }  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["cnn", "lenet"], help="models to load-test")
-    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 16, 64], help="wrk connections")
-    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
-    parser.add_argument("--port", type=int, default=18700, help="first local port to use")
-    parser.add_argument("--skip-peers", action="store_true", help="only the service and its ceiling")
-    parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "report.json", help="JSON report")
-    args = parser.parse_args(argv)
-    if not shutil.which("wrk"):
-        print("wrk is not installed: `apt-get install wrk` (Debian) and run again", file=sys.stderr)
-        return 2
-    work = args.out.parent
-    bodies = write_bodies(work / "bodies")
-    cores = os.cpu_count() or 1
-    runs: list[Run] = []
-    top = max(args.concurrency)
-
-    print(f"{'system':<24}{'model':<8}workers/concurrency    throughput and latency")
+def measure_service_and_ceilings(
+    runs: list[Run], args: argparse.Namespace, bodies: dict[str, list[Path]]
+) -> dict[str, Ceiling]:
+    """The service with 1 worker and one per core, with and without batching; the ceilings of each model."""
+    cores, top = os.cpu_count() or 1, max(args.concurrency)
     for workers in sorted({1, cores}):
         run_service(runs, args, bodies, workers=workers, batching=True, port=args.port)
     run_service(runs, args, bodies, workers=1, batching=False, port=args.port)
@@ -360,39 +387,95 @@ def main(argv: list[str] | None = None) -> int:
                 f"ceiling {model}, {workers} worker(s): bare {bare[workers]:.0f} req/s, raw ONNX Runtime {raw:.0f} "
                 f"images/s (batch 64, {threads} threads), L = {limit:.0f}"
             )
+    return ceilings
 
-    if not args.skip_peers:
+
+def measure_peers(runs: list[Run], args: argparse.Namespace, bodies: dict[str, list[Path]]) -> None:
+    """The naive Keras server (not with --only peers) and each framework, in its own venv, on every model."""
+    if args.only != "peers":
         for model in args.models:
+            top = max(args.concurrency)
             result = drive_peer("keras", args.port + 20, bodies, top, args.seconds, env={"BENCH_MODEL": model})
             runs.append(Run("naive keras", model, 1, top, **result))
             print_run(runs[-1])
-        python = mlserver_python(work / "venv-mlserver")
+    for name in args.peers:
+        peer = PEERS[name]
+        python = peer_python(args.out.parent / f"venv-{peer.name}", peer.packages)
         for model in args.models if python else []:
-            port = args.port + 30
-            folder = mlserver_folder(work / f"mlserver-{model}", model, port)
-            mlserver = [str(python), "-m", "mlserver.cli.main", "start", str(folder)]
-            with serve(mlserver, f"http://127.0.0.1:{port}/v2/models/{model}/ready", cwd=folder):
-                result = wrk(
-                    f"http://127.0.0.1:{port}/v2/models/{model}/infer",
-                    bodies["v2"],
-                    "application/json",
-                    top,
-                    args.seconds,
-                )
-                runs.append(Run("mlserver (V2 JSON)", model, 1, top, **result))
-                print_run(runs[-1])
+            run_peer(runs, args, bodies, peer, python=python, model=model)  # type: ignore[arg-type]
 
-    targets = ratios(runs, ceilings, top)
-    gpu = gpu_throughput(args.models)
+
+def print_targets(targets: dict[str, dict[str, object]], peers: dict[str, dict[str, object]], top: int) -> None:
     print(f"\ntargets at concurrency {top}:")
     for model, entry in targets.items():
         checks = ", ".join(f"{name}: {'PASS' if ok else 'FAIL'}" for name, ok in entry["targets"].items())  # type: ignore[union-attr]
         shown = {k: v for k, v in entry.items() if k != "targets"}
         print(f"  {model}: {shown}\n    {checks}")
+    for model, entry in peers.items():
+        verdict = "PASS" if entry[">= 1.5x the best peer"] else "FAIL"
+        shown = {k: v for k, v in entry.items() if not k.startswith(">=")}
+        print(f"  {model} against the framework peers: {shown}\n    >= 1.5x the best peer: {verdict}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["cnn", "lenet"], help="models to load-test")
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 16, 64], help="wrk connections")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--port", type=int, default=18700, help="first local port to use")
+    parser.add_argument("--skip-peers", action="store_true", help="only the service and its ceiling")
+    parser.add_argument(
+        "--only", choices=["all", "peers"], default="all",
+        help="peers: only /predict (one worker) at the highest concurrency and the framework peers",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="with --only peers: measure every system this many times, in turn, and judge on each one's median "
+        "(the load of a shared machine varies between runs)",
+    )  # fmt: skip
+    parser.add_argument("--peers", nargs="+", choices=list(PEERS), default=list(PEERS), help="framework peers to run")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "report.json", help="JSON report")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not shutil.which("wrk"):
+        print("wrk is not installed: `apt-get install wrk` (Debian) and run again", file=sys.stderr)
+        return 2
+    bodies = write_bodies(args.out.parent / "bodies")
+    runs: list[Run] = []
+    top = max(args.concurrency)
+
+    print(f"{'system':<28}{'model':<8}workers/concurrency    throughput, latency and peak memory")
+    ceilings: dict[str, Ceiling] = {}
+    for round_ in range(args.rounds if args.only == "peers" else 1):
+        if args.rounds > 1:
+            print(f"round {round_ + 1} of {args.rounds}", flush=True)
+        if args.only == "peers":
+            run_service(runs, args, bodies, workers=1, batching=True, port=args.port)
+        else:
+            ceilings = measure_service_and_ceilings(runs, args, bodies)
+        if not args.skip_peers:
+            measure_peers(runs, args, bodies)
+    medians = median_runs(runs)
+    if args.rounds > 1:
+        print("\nmedians of the rounds:")
+        for run in medians:
+            print_run(run)
+
+    targets = ratios(medians, ceilings, top)
+    peers = peer_targets(medians, top)
+    gpu = gpu_throughput(args.models) if args.only != "peers" else None
+    print_targets(targets, peers, top)
     if gpu:
         print(f"GPU (CUDA execution provider) images/s by batch size: {gpu}")
-    report = {"runs": [asdict(r) for r in runs], "ceilings": {m: asdict(c) for m, c in ceilings.items()}}
-    args.out.write_text(json.dumps({**report, "targets": targets, "gpu": gpu}, indent=1))
+    report = {
+        "runs": [asdict(r) for r in runs],
+        "medians": [asdict(r) for r in medians],
+        "ceilings": {m: asdict(c) for m, c in ceilings.items()},
+    }
+    args.out.write_text(json.dumps({**report, "targets": targets, "peer_targets": peers, "gpu": gpu}, indent=1))
     print(f"report: {args.out}")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.bench import Ceiling, Run, ratios
+from benchmarks.peers_frameworks import PEERS
 
 
 def test_the_service_is_judged_against_the_ceiling_of_its_own_worker_count() -> None:
@@ -13,7 +14,7 @@ def test_the_service_is_judged_against_the_ceiling_of_its_own_worker_count() -> 
     runs = [
         Run("service", "cnn", 1, 64, 3_600.0, 18.0, 60.0, 0),
         Run("service", "cnn", 2, 64, 3_500.0, 30.0, 40.0, 0),
-        Run("mlserver (V2 JSON)", "cnn", 1, 64, 1_000.0, 60.0, 90.0, 0),
+        Run(PEERS["mlserver"].label, "cnn", 1, 64, 1_000.0, 60.0, 90.0, 0),
         Run("naive keras", "cnn", 1, 64, 20.0, 3_000.0, 4_000.0, 0),
     ]
     entry = ratios(runs, {"cnn": ceiling}, 64)["cnn"]  # the default deployment: one worker

@@ -14,6 +14,7 @@ import yaml
 
 from app.__main__ import graceful_shutdown_s
 from app.settings import Settings
+from tests.deploy.ports import grpc_port, http_port
 from tests.helpers import ROOT
 
 NGINX = re.sub(r"#.*", "", (ROOT / "deploy" / "nginx" / "nginx.conf").read_text())  # directives, no comments
@@ -53,6 +54,23 @@ def test_compose_stop_grace_covers_the_drain(name: str) -> None:
     drain = graceful_shutdown_s(Settings(request_timeout_s=timeout))
     assert seconds(service["stop_grace_period"]) > drain + MODEL_PROCESS_STOP_S
     assert service["read_only"] is True
+
+
+def published(service: dict[str, Any]) -> dict[int, int]:
+    """Container port -> host port."""
+    pairs = (str(p).rsplit(":", 1) for p in service.get("ports", []))
+    return {int(container): int(host.rsplit(":", 1)[-1]) for host, container in pairs}
+
+
+@pytest.mark.parametrize("name", ["api", "api-gpu"])
+def test_compose_publishes_http_and_grpc(name: str) -> None:
+    assert set(published(compose()[name])) == {http_port(), grpc_port()}
+    assert not {"MNIST_PORT", "MNIST_GRPC_PORT"} & set(compose()[name]["environment"])  # the defaults checked above
+
+
+def test_compose_services_can_run_side_by_side() -> None:
+    hosts = [port for name in ("api", "api-gpu", "lb") for port in published(compose()[name]).values()]
+    assert len(hosts) == len(set(hosts))
 
 
 def test_nginx_hides_itself_and_the_replicas() -> None:

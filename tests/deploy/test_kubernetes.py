@@ -14,6 +14,7 @@ import yaml
 from app.__main__ import graceful_shutdown_s
 from app.runtime.process import ModelProcess
 from app.settings import PLACEHOLDER_KEYS, Settings
+from tests.deploy.ports import grpc_port, http_port
 from tests.helpers import ROOT
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -167,6 +168,22 @@ def test_the_service_reaches_both_variants() -> None:
 
 
 @pytest.mark.parametrize("name", DEPLOYMENTS)
+def test_pods_expose_http_and_grpc_on_the_settings_ports(name: str) -> None:
+    container = pod(name)["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": http_port(), "grpc": grpc_port()}
+    env = env_of(container)
+    assert "MNIST_PORT" not in env  # the defaults the ports are checked against
+    assert "MNIST_GRPC_PORT" not in env
+
+
+def test_the_service_routes_grpc_as_grpc() -> None:
+    (service,) = of_kind("Service")
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert ports["grpc"] == {"name": "grpc", "port": grpc_port(), "targetPort": "grpc", "appProtocol": "grpc"}
+    assert ports["http"]["targetPort"] == "http"
+
+
+@pytest.mark.parametrize("name", DEPLOYMENTS)
 def test_the_grace_period_covers_prestop_drain_and_model_process(name: str) -> None:
     spec = pod(name)
     container = spec["containers"][0]
@@ -183,6 +200,8 @@ def test_probes_never_kill_a_busy_pod(name: str) -> None:
     container = pod(name)["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert container["startupProbe"]["httpGet"]["path"] == "/health/ready"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == "http"  # never the gRPC port
     live = container["livenessProbe"]
     assert live["httpGet"]["path"] == "/health/live"  # answers from the event loop, whatever the model is doing
     assert live["timeoutSeconds"] >= 5
