@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MNIST_DIR ?= ../shared/data/mnist
 export MNIST_DIR
 
-.PHONY: install install-dev install-train run test check format train evaluate evaluate-paper evaluate-read bench soak slowloris fuzz docker lock clean
+.PHONY: install install-dev install-train proto run test check format train evaluate evaluate-paper evaluate-read bench soak slowloris fuzz docker lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ $(VENV)/.train: pyproject.toml | $(PY)
 install: $(VENV)/.service          ## the service only (no TensorFlow)
 install-dev: $(VENV)/.dev          ## service + training + test tools
 install-train: $(VENV)/.train      ## service + training
+
+# The V2 gRPC messages and stubs, committed next to their source. Their descriptors go to a pool of their own, not
+# protobuf's default one: tritonclient registers the same `inference.*` names there, and both must load in one process.
+PROTO := app/protos/grpc_predict_v2.proto
+proto: install-dev                 ## regenerate app/protos/*_pb2*.py from $(PROTO)
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
+	sed -i 's/_descriptor_pool\.Default()\.AddSerializedFile/_descriptor_pool.DescriptorPool().AddSerializedFile/' \
+		$(PROTO:.proto=_pb2.py)
 
 run: install                       ## serve models/ on http://127.0.0.1:$PORT (default 8000)
 	$(PY) -m app

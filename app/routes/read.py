@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from app.deps import decoded_in_turn, model_query, read_image, registry_of, settings_of
+from app.dataplane import activations_url, digit_verdict, wanted_outputs
+from app.deps import base_url, dataplane_of, model_query, read_image
 from app.preprocess import model_input
 from app.reading import Reading, plan_upload, resolve
 from app.routes.docs import COMMON_ERRORS, IMAGE_BODY, MODEL_PARAMETER, READ_ERRORS
-from app.routes.predict import DirectRoute, activations_url, digit_verdict, json_response, wanted_outputs
+from app.routes.predict import DirectRoute, json_response
 from app.runtime.batcher import Outputs
 from app.runtime.registry import LoadedModel
 from app.schemas import IgnoredMark, NumberReading, ReadDigit
@@ -16,7 +17,7 @@ from app.schemas import IgnoredMark, NumberReading, ReadDigit
 router = APIRouter(tags=["read"], route_class=DirectRoute, responses=COMMON_ERRORS)
 
 
-def render(request: Request, model: LoadedModel, reading: Reading, outputs: Outputs, token_key: str) -> NumberReading:
+def render(model: LoadedModel, reading: Reading, outputs: Outputs, *, base_url: str, token_key: str) -> NumberReading:
     assert model.card is not None
     digits = []
     for d in reading.digits:
@@ -29,7 +30,7 @@ def render(request: Request, model: LoadedModel, reading: Reading, outputs: Outp
                 digit_score=score,
                 box=list(d.box),
                 probabilities=d.probabilities,
-                activations_url=activations_url(request, model, d.pixels, token_key),
+                activations_url=activations_url(base_url, model, d.pixels, token_key),
             )
         )
     return NumberReading(
@@ -54,9 +55,11 @@ async def read_number(request: Request) -> Response:
     Same formats, limits and errors as /predict. Specks, dots, dashes and underlines are listed under `ignored`;
     an image with no digit at all is 422 `no_digits`. Boxes are in the uploaded image's pixels.
     """
-    settings, loaded = settings_of(request), registry_of(request).get(model_query(request))
-    plan = await decoded_in_turn(request, await read_image(request), plan_upload)
+    dataplane = dataplane_of(request)
+    loaded = dataplane.model(model_query(request))
+    plan = await dataplane.decoded(await read_image(request), plan_upload)
     # Every candidate piece of every group in one model call; the best reading is chosen from its answers.
     outputs = await loaded.infer(model_input(plan.batch()), [*wanted_outputs(loaded), "logits"])
     reading = resolve(plan, outputs["probabilities"], outputs["logits"])
-    return json_response(render(request, loaded, reading, outputs, settings.token_key))
+    token_key = dataplane.settings.token_key
+    return json_response(render(loaded, reading, outputs, base_url=base_url(request), token_key=token_key))
