@@ -60,10 +60,12 @@ evaluate-paper: install           ## accuracy on photos of digits on paper, befo
 evaluate-read: install-dev         ## accuracy of POST /read on numbers composed from MNIST test digits (held-out seed 1)
 	$(PY) -m benchmarks.read_eval --seed 1 --count 1000 --data-dir $(MNIST_DIR)
 
-bench: install-dev                 ## load-test the service against its ceiling and peers (needs wrk)
+bench: install-dev                 ## load-test the service against its ceiling and peers (needs wrk, and h2load for gRPC)
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	command -v h2load >/dev/null || (apt-get update -q && apt-get install -y -q nghttp2-client)
 	$(PY) -m benchmarks.bench
 	$(PY) -m benchmarks.read_bench
+	$(PY) -m benchmarks.grpc_bench
 
 soak: install-dev                  ## two minutes of mixed valid and invalid load, then bursts of huge images; checks statuses and memory
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)

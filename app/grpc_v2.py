@@ -34,6 +34,7 @@ from app.errors import (
 from app.observability import VALID_REQUEST_ID, Metrics, access_log, request_id
 from app.protos import grpc_predict_v2_pb2 as pb
 from app.protos.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceServicer, add_GRPCInferenceServiceServicer_to_server
+from app.runtime.registry import StartupError
 from app.settings import Settings
 from app.tensors import TensorInput, raw_values
 
@@ -249,11 +250,17 @@ def listen_address(settings: Settings) -> str:
 
 
 async def start_grpc_server(dataplane: DataPlane, metrics: Metrics) -> grpc.aio.Server:
-    """The gRPC service, listening on MNIST_HOST:MNIST_GRPC_PORT; RuntimeError when the port cannot be bound."""
+    """The gRPC service, listening on MNIST_HOST:MNIST_GRPC_PORT; StartupError when the port cannot be bound."""
     settings = dataplane.settings
     server = grpc.aio.server(options=server_options(settings))
     add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, metrics), server)
-    server.add_insecure_port(listen_address(settings))
+    try:
+        server.add_insecure_port(listen_address(settings))
+    except RuntimeError as exc:
+        raise StartupError(
+            f"cannot serve gRPC on {listen_address(settings)} ({exc}): another process holds the port? Set"
+            " MNIST_GRPC_PORT to a free one, or 0 for no gRPC"
+        ) from exc
     await server.start()
     log.info("V2 gRPC on %s", listen_address(settings))
     return server

@@ -106,7 +106,12 @@ def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) ->
         )
         app.state.decode_pool = decode_pool = DecodePool(pixels, worker_cores(settings, share))
         app.state.dataplane = dataplane = DataPlane(registry, settings, decode_pool)
-        grpc_server = await start_grpc_server(dataplane, metrics) if serve_grpc and settings.grpc_port else None
+        try:
+            grpc_server = await start_grpc_server(dataplane, metrics) if serve_grpc and settings.grpc_port else None
+        except StartupError as exc:
+            log.critical("cannot start: %s", exc)
+            await registry.close()
+            raise
         log.info("serving %s (default %s)", ", ".join(registry.models), settings.default_model)
         # What survives start-up lives as long as the process: keep the garbage collector from rescanning it on every
         # collection (about 10% of a busy server's time otherwise). Start-up's own garbage is collected first.

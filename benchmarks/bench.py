@@ -223,7 +223,7 @@ def run_service(
 ) -> None:
     base = f"http://127.0.0.1:{port}"
     label = f"service{'' if batching else ' (no batching)'}"
-    env = {**service_env(workers=workers, batching=batching), "MNIST_PORT": str(port)}
+    env = {**service_env(workers=workers, batching=batching), "MNIST_PORT": str(port), "MNIST_GRPC_PORT": str(port + 5)}
     with serve([sys.executable, "-m", "app"], f"{base}/health/ready", env):
         for model in args.models:
             for concurrency in args.concurrency:

@@ -3,6 +3,9 @@ what the client does not expose: `contents`, metadata), against `python -m app` 
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -221,3 +224,15 @@ def test_api_key_is_required_but_for_health(mnist_sample: Mnist) -> None:
         result = client.infer("cnn", [request], headers=bearer)
         assert int(result.as_numpy("probabilities").argmax()) == int(mnist_sample.test.labels[0])
         client.close()
+
+
+def test_a_taken_port_stops_the_process_with_one_line() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        env = {**os.environ, **service_env(free_port()), "MNIST_GRPC_PORT": str(taken)}
+        result = subprocess.run([sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=90)
+    assert result.returncode != 0
+    assert f"cannot serve gRPC on 127.0.0.1:{taken}" in result.stderr
+    assert "MNIST_GRPC_PORT" in result.stderr
