@@ -36,7 +36,7 @@ from app.protos import grpc_predict_v2_pb2 as pb
 from app.protos.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceServicer, add_GRPCInferenceServiceServicer_to_server
 from app.runtime.registry import StartupError
 from app.settings import Settings
-from app.tensors import TensorInput, raw_values
+from app.tensors import TensorInput, raw_values, refuse_extensions
 
 log = logging.getLogger(__name__)
 Status = grpc.StatusCode
@@ -178,6 +178,8 @@ class InferenceServicer(GRPCInferenceServiceServicer):  # type: ignore[misc]
     @rpc
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         raw = bool(request.raw_input_contents)
+        for tensor in (*request.inputs, *request.outputs):
+            refuse_extensions(tensor.parameters)
         result = await self.dataplane.infer_tensors(
             model=required_name(request.model_name),
             version=request.model_version,

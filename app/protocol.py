@@ -14,7 +14,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, Field, ValidationError
 
 from app.errors import InvalidInferenceRequest
-from app.tensors import TensorInput, output_names, raw_values
+from app.tensors import TensorInput, output_names, raw_values, refuse_extensions
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -124,6 +124,8 @@ def _tensor_input(tensor: Tensor, binary: bytes) -> TensorInput:
 def requested_outputs(request: InferenceRequest, available: list[str]) -> list[tuple[str, bool]]:
     """(name, as binary) for each output to return; all of them as JSON when the request names none."""
     default_binary = bool(request.parameters.get("binary_data_output", False))
+    for tensor in (*request.inputs, *(request.outputs or ())):
+        refuse_extensions(tensor.parameters)
     names = output_names([o.name for o in request.outputs] if request.outputs is not None else None, available)
     binary = {o.name: bool(o.parameters.get("binary_data", default_binary)) for o in request.outputs or ()}
     return [(name, binary.get(name, default_binary)) for name in names]

@@ -4,7 +4,7 @@ bytes), checked and turned into the models' images. Pure: no transport here."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,11 +12,16 @@ import numpy as np
 import numpy.typing as npt
 
 from app.cards import INPUT_NAME
-from app.errors import InvalidInferenceRequest
+from app.errors import InvalidInferenceRequest, Unimplemented
 
 INPUT_SHAPE = (28, 28, 1)
 DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
 Images = npt.NDArray[np.float32]  # (N, 28, 28, 1) in [0, 1]
+# Tensor parameters of protocol extensions this service does not offer: refused, rather than silently ignored.
+NOT_OFFERED = {
+    "classification": "The classification extension is not offered: ask for `probabilities` and take the top ones.",
+    "shared_memory_region": "Shared memory is not offered: send the tensor's data in the request.",
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,13 @@ def _fp32_images(values: npt.NDArray[Any]) -> Images:
             "FP32 input values must lie in [0, 1] (white digit on black); scale 0-255 pixels by 1/255."
         )
     return values.astype(np.float32)
+
+
+def refuse_extensions(parameters: Iterable[str]) -> None:
+    """Unimplemented when a tensor's parameters ask for an extension this service does not offer."""
+    for name in parameters:
+        if name in NOT_OFFERED:
+            raise Unimplemented(NOT_OFFERED[name])
 
 
 def output_names(requested: Sequence[str] | None, available: Sequence[str]) -> list[str]:

@@ -192,6 +192,12 @@ def test_what_is_not_offered_is_unimplemented(client: triton.InferenceServerClie
         with pytest.raises(InferenceServerException) as caught:
             call()
         assert status_of(caught.value) == "StatusCode.UNIMPLEMENTED"
+    request = triton.InferInput("image", [1, 28, 28, 1], "UINT8")
+    request.set_data_from_numpy(np.zeros((1, 28, 28, 1), np.uint8))
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("cnn", [request], outputs=[triton.InferRequestedOutput("probabilities", class_count=3)])
+    assert status_of(caught.value) == "StatusCode.UNIMPLEMENTED"
+    assert "classification extension" in caught.value.message()
 
 
 def test_grpc_calls_are_counted(client: triton.InferenceServerClient, grpc_server: tuple[str, str]) -> None:
