@@ -1,4 +1,5 @@
-"""The core every front end calls (REST, V2 REST, V2 gRPC): bytes or arrays in, plain results out.
+"""The core every front end calls (REST, V2 REST, V2 gRPC): classify, classify a batch, activations, read a number,
+V2 tensor inference; bytes or arrays in, plain results out (the response models of app.schemas: pydantic, no HTTP).
 
 It knows no transport: no Starlette request, no HTTP status, no gRPC context. What a front end knows of its request
 (the base URL of the links it returns, say) it passes in; errors are ServiceErrors with a `code`, which each front
@@ -21,9 +22,20 @@ from PIL import Image
 from app.admission import DecodePool
 from app.errors import ServiceError, UnknownModel
 from app.preprocess import Digit, Limits, decoded_pixels, mnist_png_pixels, model_input, open_image, preprocess
+from app.reading import Reading, plan_upload, resolve
 from app.runtime.batcher import Outputs
 from app.runtime.registry import LoadedModel, Registry
-from app.schemas import Activations, BatchItem, BatchPrediction, ErrorBody, LayerMaps, Prediction
+from app.schemas import (
+    Activations,
+    BatchItem,
+    BatchPrediction,
+    ErrorBody,
+    IgnoredMark,
+    LayerMaps,
+    NumberReading,
+    Prediction,
+    ReadDigit,
+)
 from app.settings import Settings
 from app.tensors import TensorInput, images_of, output_names
 from app.tokens import decode_token, encode_token
@@ -112,6 +124,35 @@ def layer_maps(name: str, maps: npt.NDArray[np.float32], encoding: Encoding) -> 
         data = np.round(maps, DECIMALS).tolist()
     return LayerMaps(
         name=name, shape=list(maps.shape), min=float(maps.min()), max=float(maps.max()), encoding=encoding, data=data
+    )
+
+
+def number_reading(
+    model: LoadedModel, reading: Reading, outputs: Outputs, *, base_url: str, token_key: str
+) -> NumberReading:
+    """A resolved reading as the response: each digit with its verdict and its activations_url under base_url."""
+    assert model.card is not None
+    digits = []
+    for d in reading.digits:
+        is_digit, score = digit_verdict(model, outputs, d.row)
+        digits.append(
+            ReadDigit(
+                digit=d.digit,
+                confidence=d.confidence,
+                is_digit=is_digit,
+                digit_score=score,
+                box=list(d.box),
+                probabilities=d.probabilities,
+                activations_url=activations_url(base_url, model, d.pixels, token_key),
+            )
+        )
+    return NumberReading(
+        text=reading.text,
+        confidence=reading.confidence,
+        model=model.name,
+        model_version=model.card.version,
+        digits=digits,
+        ignored=[IgnoredMark(box=list(i.box), reason=i.reason) for i in reading.ignored],  # type: ignore[arg-type]
     )
 
 
@@ -211,6 +252,15 @@ class DataPlane:
             input=digit.tolist(),
             layers=[layer_maps(name, outputs[name][0], encoding) for name in names],
         )
+
+    async def read_number(self, data: bytes, *, model: str | None, base_url: str) -> NumberReading:
+        """The number written on one line of an upload (app.reading): every candidate piece of every group in one
+        model call; the best reading is chosen from its answers."""
+        loaded = self.model(model)
+        plan = await self.decoded(data, plan_upload)
+        outputs = await loaded.infer(model_input(plan.batch()), [*wanted_outputs(loaded), "logits"])
+        reading = resolve(plan, outputs["probabilities"], outputs["logits"])
+        return number_reading(loaded, reading, outputs, base_url=base_url, token_key=self.settings.token_key)
 
     async def infer_tensors(
         self, *, model: str, version: str | None, inputs: Sequence[TensorInput], outputs: Sequence[str] | None
