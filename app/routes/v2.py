@@ -12,7 +12,7 @@ from app.deps import DataPlaneDep, RegistryDep
 from app.protocol import ErrorResponse, InferenceResponse, MetadataTensor, ModelMetadata, OutputTensor, ServerMetadata
 
 V2_ERROR = {"model": ErrorResponse, "description": 'Protocol error: {"error": message}'}
-ERRORS: dict[int | str, dict[str, object]] = dict.fromkeys((400, 404, 413, 422, 503, 504), V2_ERROR)
+ERRORS: dict[int | str, dict[str, object]] = dict.fromkeys((400, 404, 413, 422, 501, 503, 504), V2_ERROR)
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"], responses=ERRORS)
 
 
