@@ -43,7 +43,7 @@ COPY app ./app
 RUN python3 -m compileall -q --invalidation-mode checked-hash app
 COPY models ./models
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 # The slim image has no curl: the service ships its own probe, which imports only the standard library.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["python3", "-m", "app.healthcheck"]
 STOPSIGNAL SIGTERM

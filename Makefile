@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MNIST_DIR ?= ../shared/data/mnist
 export MNIST_DIR
 
-.PHONY: install install-dev install-train run test check format train evaluate evaluate-paper evaluate-read bench soak slowloris fuzz mutate docker lock clean
+.PHONY: install install-dev install-train proto run test check format train evaluate evaluate-paper evaluate-read bench soak slowloris fuzz mutate docker lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ $(VENV)/.train: pyproject.toml | $(PY)
 install: $(VENV)/.service          ## the service only (no TensorFlow)
 install-dev: $(VENV)/.dev          ## service + training + test tools
 install-train: $(VENV)/.train      ## service + training
+
+# The V2 gRPC messages and stubs, committed next to their source. Their descriptors go to a pool of their own, not
+# protobuf's default one: tritonclient registers the same `inference.*` names there, and both must load in one process.
+PROTO := app/protos/grpc_predict_v2.proto
+proto: install-dev                 ## regenerate app/protos/*_pb2*.py from $(PROTO)
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
+	sed -i 's/_descriptor_pool\.Default()\.AddSerializedFile/_descriptor_pool.DescriptorPool().AddSerializedFile/' \
+		$(PROTO:.proto=_pb2.py)
 
 run: install                       ## serve models/ on http://127.0.0.1:$PORT (default 8000)
 	$(PY) -m app
@@ -52,10 +60,12 @@ evaluate-paper: install           ## accuracy on photos of digits on paper, befo
 evaluate-read: install-dev         ## accuracy of POST /read on numbers composed from MNIST test digits (held-out seed 1)
 	$(PY) -m benchmarks.read_eval --seed 1 --count 1000 --data-dir $(MNIST_DIR)
 
-bench: install-dev                 ## load-test the service against its ceiling and peers (needs wrk)
+bench: install-dev                 ## load-test the service against its ceiling and peers (needs wrk, and h2load for gRPC)
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	command -v h2load >/dev/null || (apt-get update -q && apt-get install -y -q nghttp2-client)
 	$(PY) -m benchmarks.bench
 	$(PY) -m benchmarks.read_bench
+	$(PY) -m benchmarks.grpc_bench
 
 soak: install-dev                  ## two minutes of mixed valid and invalid load, then bursts of huge images; checks statuses and memory
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)

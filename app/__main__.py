@@ -1,4 +1,5 @@
-"""python -m app: serve with uvicorn on MNIST_HOST:PORT, with the settings from the environment."""
+"""python -m app: serve with uvicorn on MNIST_HOST:PORT, and V2 gRPC on MNIST_GRPC_PORT, with the settings from the
+environment."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level)
     uvicorn.run(
-        "app.main:create_app",
+        "app.main:create_service",
         factory=True,
         host=settings.host,
         port=settings.port,

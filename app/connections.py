@@ -18,6 +18,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from app.errors import HeadersTooLarge, RequestTimedOut, ServiceError
+from app.handlers import http_status
 from app.settings import Settings
 
 MAX_HEADERS = 100  # header lines per request (Apache's LimitRequestFields); real clients send about a dozen
@@ -128,7 +129,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm_header_timer()
         self.logger.info("refused a request from %s: %s", self.client, refusal.detail)
         body = json.dumps({"detail": refusal.detail, "code": refusal.code}).encode()
-        head = [STATUS_LINE[refusal.status_code]]
+        head = [STATUS_LINE[http_status(refusal)]]
         head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
         head.append(b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body))
         head.append(b"x-content-type-options: nosniff\r\nconnection: close\r\n\r\n")

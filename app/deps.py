@@ -1,18 +1,16 @@
-"""Dependencies shared by the routes: settings, registry, and the uploaded image bytes."""
+"""Dependencies shared by the routes: settings, registry, the core (app.dataplane), and the uploaded image bytes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import lru_cache
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 
-from app.admission import DecodePool
+from app.dataplane import DataPlane
 from app.errors import EmptyBody, MissingFile, TooManyFiles, UnsupportedMediaType
 from app.forms import form_parts
-from app.preprocess import Digit, Limits, decoded_pixels, mnist_png_pixels, open_image, preprocess
 from app.runtime.registry import Registry
 from app.settings import Settings
 
@@ -38,7 +36,12 @@ async def get_registry(request: Request) -> Registry:
     return registry_of(request)
 
 
+async def get_dataplane(request: Request) -> DataPlane:
+    return dataplane_of(request)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 MAX_MODEL_NAME = 64
 MODEL_DESCRIPTION = "model name (default: the service's default model)"
@@ -79,38 +82,14 @@ def base_url(request: Request) -> str:
     return _base_url(scope.get("scheme", "http"), server, host, root_path)
 
 
-T = TypeVar("T")
 IMAGE_TYPES = ("image/", "application/octet-stream")
-# Preparing an image this small costs less than the hop to a decoding thread; larger ones leave the event loop. Above
-# it, photos of paper get cleaned (app.paper: ~4 ms at 128x96), which the event loop must not wait for.
-INLINE_PIXELS = 64 * 64
 MAX_FORM_PARTS = 100  # files and text fields a form may hold beyond the images it carries
 
 
-def limits(settings: Settings) -> Limits:
-    return Limits(max_pixels=settings.max_image_pixels)
-
-
-def decode_pool_of(request: Request) -> DecodePool:
-    pool: DecodePool = request.app.state.decode_pool
-    return pool
-
-
-async def decoded_in_turn(request: Request, data: bytes, work: Callable[[bytes, Limits], T]) -> T:
-    """work(data, limits), which decodes the upload: inline for a small image, else in a decoding thread once the
-    decode budget has room for its pixels. The header is read here only to price the work: `work` opens the bytes
-    again (a header costs microseconds), so no picture outlives its budget reservation."""
-    bounds = limits(settings_of(request))
-    cost = decoded_pixels(open_image(data, bounds))
-    if cost <= INLINE_PIXELS:
-        return work(data, bounds)
-    return await decode_pool_of(request).run(cost, work, data, bounds)
-
-
-async def prepare_digit(request: Request, data: bytes) -> Digit:
-    """The uploaded bytes as an MNIST digit; a plain MNIST PNG without the decoding machinery."""
-    pixels = mnist_png_pixels(data)
-    return pixels if pixels is not None else await decoded_in_turn(request, data, preprocess)
+def dataplane_of(request: Request) -> DataPlane:
+    """The transport-free core (app.dataplane) the routes call."""
+    dataplane: DataPlane = request.app.state.dataplane
+    return dataplane
 
 
 def _content_type(request: Request) -> str:

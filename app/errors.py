@@ -1,4 +1,6 @@
-"""Every kind of bad request, as one exception tree; app.handlers renders them as `{"detail", "code"}`.
+"""Every kind of bad request, as one exception tree. Each error carries a stable `code` and a message, nothing of any
+transport: each front end maps the code to its own status in one table (REST: app.handlers.HTTP_STATUS; V2 gRPC:
+app.grpc_v2.GRPC_STATUS). The statuses below are REST's.
 
 ServiceError
 ├── EmptyBody              400 empty_body
@@ -16,14 +18,16 @@ ServiceError
 ├── TooManyDigits          422 too_many_digits
 ├── UnknownModel           404 unknown_model
 ├── ModelUnavailable       503 model_unavailable
-├── Overloaded             503 overloaded (with Retry-After)
 │   └── ModelRestarting    503 model_unavailable (with Retry-After)
+├── Overloaded             503 overloaded (with Retry-After)
 ├── UnknownLayer           404 unknown_layer
 ├── NoTemplates            404 no_templates
+├── InvalidInferenceRequest  400 invalid_inference_request (an Open Inference Protocol request the model cannot take)
 ├── BadToken               400 bad_token
 ├── Unauthorized           401 unauthorized
 ├── RequestTimedOut        408 request_timeout
 ├── HeadersTooLarge        431 headers_too_large
+├── Unimplemented          501 unimplemented
 └── Timeout                504 timeout
 """
 
@@ -33,7 +37,6 @@ from collections.abc import Iterable
 
 
 class ServiceError(Exception):
-    status_code = 400
     code = "bad_request"
     retry_after_s: int | None = None  # set when the same request may succeed later: sent as Retry-After
 
@@ -62,17 +65,14 @@ class MalformedForm(ServiceError):
 
 
 class UnsupportedMediaType(ServiceError):
-    status_code = 415
     code = "unsupported_media_type"
 
 
 class NotAnImage(ServiceError):
-    status_code = 415
     code = "not_an_image"
 
 
 class UnsupportedFormat(ServiceError):
-    status_code = 415
     code = "unsupported_format"
 
 
@@ -81,17 +81,14 @@ class TruncatedImage(ServiceError):
 
 
 class PayloadTooLarge(ServiceError):
-    status_code = 413
     code = "payload_too_large"
 
 
 class ImageTooLarge(ServiceError):
-    status_code = 413
     code = "image_too_large"
 
 
 class BlankImage(ServiceError):
-    status_code = 422
     code = "blank_image"
 
     def __init__(self) -> None:
@@ -101,19 +98,16 @@ class BlankImage(ServiceError):
 class NoDigits(ServiceError):
     """/read found ink, or none, but nothing that can be a digit."""
 
-    status_code = 422
     code = "no_digits"
 
 
 class TooManyDigits(ServiceError):
     """/read found more separate marks that could be digits than one line of a number holds."""
 
-    status_code = 422
     code = "too_many_digits"
 
 
 class UnknownModel(ServiceError):
-    status_code = 404
     code = "unknown_model"
 
     def __init__(self, name: str, available: Iterable[str]) -> None:
@@ -121,14 +115,12 @@ class UnknownModel(ServiceError):
 
 
 class ModelUnavailable(ServiceError):
-    status_code = 503
     code = "model_unavailable"
 
 
 class Overloaded(ServiceError):
     """Too much work in flight to start this request now; retrying soon succeeds."""
 
-    status_code = 503
     code = "overloaded"
     retry_after_s = 1
 
@@ -140,13 +132,17 @@ class ModelRestarting(ModelUnavailable):
 
 
 class UnknownLayer(ServiceError):
-    status_code = 404
     code = "unknown_layer"
 
 
 class NoTemplates(ServiceError):
-    status_code = 404
     code = "no_templates"
+
+
+class InvalidInferenceRequest(ServiceError):
+    """An Open Inference Protocol request (V2 REST or gRPC) that does not fit the model: names, types, shapes."""
+
+    code = "invalid_inference_request"
 
 
 class BadToken(ServiceError):
@@ -154,22 +150,24 @@ class BadToken(ServiceError):
 
 
 class Unauthorized(ServiceError):
-    status_code = 401
     code = "unauthorized"
 
 
 class RequestTimedOut(ServiceError):
     """The client was too slow to send its request (MNIST_HEADER_TIMEOUT_S, MNIST_BODY_TIMEOUT_S)."""
 
-    status_code = 408
     code = "request_timeout"
 
 
 class HeadersTooLarge(ServiceError):
-    status_code = 431
     code = "headers_too_large"
 
 
+class Unimplemented(ServiceError):
+    """A protocol operation this service does not offer (V2 gRPC: the model repository extension)."""
+
+    code = "unimplemented"
+
+
 class Timeout(ServiceError):
-    status_code = 504
     code = "timeout"

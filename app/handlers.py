@@ -1,4 +1,5 @@
-"""How errors reach clients: every ServiceError, HTTP error and validation error as `{"detail", "code"}`."""
+"""How errors reach REST clients: every ServiceError, HTTP error and validation error as `{"detail", "code"}` (V2
+REST: `{"error"}`), with the HTTP status of its code from HTTP_STATUS, the one table of them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,41 @@ log = logging.getLogger(__name__)
 
 V2_PREFIX = "/v2"
 
+# Every ServiceError code's HTTP status (tests/app/test_errors.py checks that each code has a row).
+HTTP_STATUS: dict[str, int] = {
+    "bad_request": 400,
+    "empty_body": 400,
+    "missing_file": 400,
+    "too_many_files": 400,
+    "malformed_form": 400,
+    "truncated_image": 400,
+    "bad_token": 400,
+    "invalid_inference_request": 400,
+    "unauthorized": 401,
+    "unknown_model": 404,
+    "unknown_layer": 404,
+    "no_templates": 404,
+    "request_timeout": 408,
+    "payload_too_large": 413,
+    "image_too_large": 413,
+    "unsupported_media_type": 415,
+    "not_an_image": 415,
+    "unsupported_format": 415,
+    "blank_image": 422,
+    "no_digits": 422,
+    "too_many_digits": 422,
+    "headers_too_large": 431,
+    "model_unavailable": 503,
+    "unimplemented": 501,
+    "overloaded": 503,
+    "timeout": 504,
+}
+
+
+def http_status(error: ServiceError) -> int:
+    """The error's HTTP status; a code without a row is the service's bug, answered as one (500)."""
+    return HTTP_STATUS.get(error.code, 500)
+
 
 def error_body(detail: str, code: str) -> dict[str, str]:
     return {"detail": detail, "code": code}
@@ -34,7 +70,7 @@ def render_error(request: Request, error: ServiceError, headers: dict[str, str] 
     """The service's own error as its response; middleware, which runs outside the handlers, answers with it too."""
     if error.retry_after_s is not None:
         headers = {**(headers or {}), "Retry-After": str(error.retry_after_s)}
-    return render(request, error.status_code, error.detail, error.code, headers)
+    return render(request, http_status(error), error.detail, error.code, headers)
 
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:

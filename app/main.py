@@ -14,6 +14,8 @@ from fastapi.staticfiles import StaticFiles
 
 from app.admission import Budget, DecodePool
 from app.cpus import CpuShare, cpu_share
+from app.dataplane import DataPlane
+from app.grpc_v2 import start_grpc_server
 from app.handlers import install_error_handlers
 from app.memory import configure_allocator
 from app.middleware import ApiKey, BodySizeLimit, BodyTimeout, RequestTimeout, SecurityHeaders
@@ -66,8 +68,14 @@ def runtime_config(settings: Settings, share: CpuShare | None = None) -> Runtime
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A new service; its models load when the lifespan starts, not before."""
+def create_service() -> FastAPI:
+    """What `python -m app` serves in each worker: the app, with the V2 gRPC service on MNIST_GRPC_PORT beside it."""
+    return create_app(serve_grpc=True)
+
+
+def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) -> FastAPI:
+    """A new service; its models load when the lifespan starts, not before. With serve_grpc and a MNIST_GRPC_PORT,
+    the V2 gRPC service starts with it, on the same event loop, core and models (app.grpc_v2)."""
     settings = settings or Settings()
     metrics = Metrics()
     observers = Observers(inference=metrics.inference_observer, batch=metrics.batch_observer)
@@ -97,12 +105,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.decode_budget_pixels, settings.admission_wait_s, "decoded pixels", "MNIST_DECODE_BUDGET_PIXELS"
         )
         app.state.decode_pool = decode_pool = DecodePool(pixels, worker_cores(settings, share))
+        app.state.dataplane = dataplane = DataPlane(registry, settings, decode_pool)
+        try:
+            grpc_server = await start_grpc_server(dataplane, metrics) if serve_grpc and settings.grpc_port else None
+        except StartupError as exc:
+            log.critical("cannot start: %s", exc)
+            await registry.close()
+            raise
         log.info("serving %s (default %s)", ", ".join(registry.models), settings.default_model)
         # What survives start-up lives as long as the process: keep the garbage collector from rescanning it on every
         # collection (about 10% of a busy server's time otherwise). Start-up's own garbage is collected first.
         gc.collect()
         gc.freeze()
         yield
+        if grpc_server is not None:
+            # HTTP has drained by now (uvicorn's graceful shutdown); calls still in flight get the request timeout.
+            await grpc_server.stop(settings.request_timeout_s)
         await registry.close()
         decode_pool.close()
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = b"x-request-id"
-_VALID_REQUEST_ID = re.compile(r"^[\w.:-]{1,128}$")  # anything else is replaced: it ends up in logs
+VALID_REQUEST_ID = re.compile(r"^[\w.:-]{1,128}$")  # anything else is replaced: it ends up in logs
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 access_log = logging.getLogger("app.access")
 
@@ -35,6 +35,10 @@ class Metrics:
             ["method", "route"],
             buckets=LATENCY_BUCKETS,
             registry=r,
+        )
+        self.rpcs = Counter("mnist_grpc_requests", "gRPC requests", ["method", "code"], registry=r)
+        self.rpc_latency = Histogram(
+            "mnist_grpc_request_duration_seconds", "gRPC latency", ["method"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.images = Counter("mnist_inference_images", "Images through a model", ["model"], registry=r)
         self.inference = Histogram(
@@ -57,6 +61,11 @@ class Metrics:
             self._request_children[method, route, status] = children
         children[0].inc()
         children[1].observe(elapsed_s)
+
+    def observe_rpc(self, method: str, code: str, elapsed_s: float) -> None:
+        """One gRPC call: its method (ModelInfer...), its status code's name (OK, INVALID_ARGUMENT...) and time."""
+        self.rpcs.labels(method, code).inc()
+        self.rpc_latency.labels(method).observe(elapsed_s)
 
     def batch_observer(self, model: str) -> Callable[[int, float], None]:
         size, wait = self.batch_size.labels(model), self.queue_wait.labels(model)
@@ -114,7 +123,7 @@ class RequestObserver:
             await self.app(scope, receive, send)
             return
         given = next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER), b"").decode("latin-1")
-        rid = given if _VALID_REQUEST_ID.match(given) else secrets.token_hex(16)
+        rid = given if VALID_REQUEST_ID.match(given) else secrets.token_hex(16)
         token = request_id.set(rid)
         status = 500
         start = time.perf_counter()

@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     port: int = Field(8000, validation_alias=AliasChoices(f"{ENV_PREFIX}PORT", "PORT"))
     """Port `python -m app` listens on; MNIST_PORT or PORT."""
 
+    grpc_port: int = Field(8001, ge=0, le=65535)
+    """Port of the Open Inference Protocol's gRPC service (inference.GRPCInferenceService), served by `python -m app`
+    next to HTTP on MNIST_HOST, in every worker; 0: no gRPC."""
+
     workers: int = Field(1, ge=1)
     """Uvicorn worker processes started by `python -m app`."""
 

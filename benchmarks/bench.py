@@ -204,7 +204,7 @@ def run_service(
     """/predict at every concurrency (only the highest with --only peers) and, for the default deployment, V2 JSON."""
     base = f"http://127.0.0.1:{port}"
     label = f"service{'' if batching else ' (no batching)'}"
-    env = {**service_env(workers=workers, batching=batching), "MNIST_PORT": str(port)}
+    env = {**service_env(workers=workers, batching=batching), "MNIST_PORT": str(port), "MNIST_GRPC_PORT": str(port + 5)}
     top = max(args.concurrency)
     concurrencies = [top] if args.only == "peers" else args.concurrency
     with serve([sys.executable, "-m", "app"], f"{base}/health/ready", env) as process:

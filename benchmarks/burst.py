@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/bench/burst.json"), help="JSON report")
     args = parser.parse_args(argv)
     url = f"http://127.0.0.1:{args.port}"
-    env = {"MNIST_PORT": str(args.port), "MNIST_LOG_LEVEL": "warning"}
+    env = {"MNIST_PORT": str(args.port), "MNIST_GRPC_PORT": str(args.port + 1), "MNIST_LOG_LEVEL": "warning"}
     reports = {}
     with serve([sys.executable, "-m", "app"], f"{url}/health/ready", env) as process:
         for name, body, content_type in (

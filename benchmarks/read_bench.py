@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {"MNIST_PORT": str(port), "MNIST_LOG_LEVEL": "warning"}
+    env = {"MNIST_PORT": str(port), "MNIST_GRPC_PORT": str(port + 1), "MNIST_LOG_LEVEL": "warning"}
     with tempfile.TemporaryDirectory() as folder:
         bodies = write_numbers(Path(folder))
         with serve([sys.executable, "-m", "app"], f"{base}/health/ready", env):

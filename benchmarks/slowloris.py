@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bodies = write_bodies(ROOT / "build" / "bench" / "slowloris")["multipart"]
     url = f"http://127.0.0.1:{args.port}/predict"
-    env = {"MNIST_PORT": str(args.port), "MNIST_LOG_LEVEL": "warning"}
+    env = {"MNIST_PORT": str(args.port), "MNIST_GRPC_PORT": str(args.port + 1), "MNIST_LOG_LEVEL": "warning"}
     with serve([sys.executable, "-m", "app"], f"http://127.0.0.1:{args.port}/health/ready", env) as server:
         unloaded = wrk(url, bodies, MULTIPART, 16, args.seconds)
         stop, thread, held = in_thread(args.port, args.slow)

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     arguments = write_cases(args.out.parent / "soak-bodies")
     url = f"http://127.0.0.1:{args.port}"
-    env = {"MNIST_PORT": str(args.port), "MNIST_LOG_LEVEL": "warning"}
+    env = {"MNIST_PORT": str(args.port), "MNIST_GRPC_PORT": str(args.port + 1), "MNIST_LOG_LEVEL": "warning"}
     with serve([sys.executable, "-m", "app"], f"{url}/health/ready", env) as process:
         run_wrk(url, arguments, 5, args.concurrency)  # warm-up: allocator pools and caches reach their size
         start = rss_mb(process.pid)

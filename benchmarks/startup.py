@@ -33,7 +33,7 @@ def free_port() -> int:
 
 def seconds_to_ready(port: int) -> float:
     """Launch the service, wait for /health/ready, stop it; the seconds it took to become ready."""
-    env = {**os.environ, "MNIST_PORT": str(port), "MNIST_LOG_LEVEL": "warning"}
+    env = {**os.environ, "MNIST_PORT": str(port), "MNIST_GRPC_PORT": str(port + 1), "MNIST_LOG_LEVEL": "warning"}
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=ROOT)
     try:
@@ -70,7 +70,7 @@ def main() -> None:
     times = [seconds_to_ready(free_port()) for _ in range(args.runs)]
     print(f"start-up to ready: median {statistics.median(times):.1f} s, max {max(times):.1f} s over {args.runs} runs")
     port = free_port()
-    env = {**os.environ, "MNIST_PORT": str(port), "MNIST_LOG_LEVEL": "warning"}
+    env = {**os.environ, "MNIST_PORT": str(port), "MNIST_GRPC_PORT": str(port + 1), "MNIST_LOG_LEVEL": "warning"}
     process = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=ROOT)
     try:
         while subprocess.run([sys.executable, "-m", "app.healthcheck"], env=env, capture_output=True).returncode:

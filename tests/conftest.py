@@ -49,7 +49,12 @@ SERVICE = [sys.executable, "-m", "app"]
 
 def service_env(port: int) -> dict[str, str]:
     """Settings for `python -m app` on the bundled models and a given port."""
-    return {"MNIST_MODELS_DIR": str(MODELS_DIR), "MNIST_PORT": str(port), "MNIST_LOG_LEVEL": "warning"}
+    return {
+        "MNIST_MODELS_DIR": str(MODELS_DIR),
+        "MNIST_PORT": str(port),
+        "MNIST_GRPC_PORT": "0",  # a test that drives gRPC picks a free port of its own
+        "MNIST_LOG_LEVEL": "warning",
+    }
 
 
 @pytest.fixture(scope="session")

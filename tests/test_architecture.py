@@ -23,6 +23,15 @@ def test_importing_the_service_loads_neither_tensorflow_nor_training() -> None:
     assert result.stdout.strip() == ""
 
 
+@pytest.mark.parametrize("module", ["app.dataplane", "app.tensors", "app.runtime.registry"])
+def test_the_core_knows_no_transport(module: str) -> None:
+    """The core every front end calls (and the runtime under it) imports no web or RPC framework."""
+    transports = "{'fastapi', 'starlette', 'grpc', 'uvicorn'}"
+    code = f"import sys, {module}; print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {transports})))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert result.stdout.strip() == ""
+
+
 def test_base_install_does_not_pull_in_tensorflow() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     base = " ".join(project["dependencies"]).lower()

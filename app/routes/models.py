@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter
 
+from app.dataplane import layer_maps
 from app.deps import RegistryDep
 from app.errors import NoTemplates, UnknownModel
-from app.routes.activations import Encoding, layer_maps
+from app.routes.activations import Encoding
 from app.routes.docs import ERRORS
 from app.runtime.registry import LoadedModel, Registry
 from app.schemas import LayerMaps, ModelDetail, ModelSummary

@@ -4,42 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from app.deps import decoded_in_turn, model_query, read_image, registry_of, settings_of
-from app.preprocess import model_input
-from app.reading import Reading, plan_upload, resolve
+from app.deps import base_url, dataplane_of, model_query, read_image
 from app.routes.docs import COMMON_ERRORS, IMAGE_BODY, MODEL_PARAMETER, READ_ERRORS
-from app.routes.predict import DirectRoute, activations_url, digit_verdict, json_response, wanted_outputs
-from app.runtime.batcher import Outputs
-from app.runtime.registry import LoadedModel
-from app.schemas import IgnoredMark, NumberReading, ReadDigit
+from app.routes.predict import DirectRoute, json_response
+from app.schemas import NumberReading
 
 router = APIRouter(tags=["read"], route_class=DirectRoute, responses=COMMON_ERRORS)
-
-
-def render(request: Request, model: LoadedModel, reading: Reading, outputs: Outputs, token_key: str) -> NumberReading:
-    assert model.card is not None
-    digits = []
-    for d in reading.digits:
-        is_digit, score = digit_verdict(model, outputs, d.row)
-        digits.append(
-            ReadDigit(
-                digit=d.digit,
-                confidence=d.confidence,
-                is_digit=is_digit,
-                digit_score=score,
-                box=list(d.box),
-                probabilities=d.probabilities,
-                activations_url=activations_url(request, model, d.pixels, token_key),
-            )
-        )
-    return NumberReading(
-        text=reading.text,
-        confidence=reading.confidence,
-        model=model.name,
-        model_version=model.card.version,
-        digits=digits,
-        ignored=[IgnoredMark(box=list(i.box), reason=i.reason) for i in reading.ignored],  # type: ignore[arg-type]
-    )
 
 
 @router.post(
@@ -54,9 +24,7 @@ async def read_number(request: Request) -> Response:
     Same formats, limits and errors as /predict. Specks, dots, dashes and underlines are listed under `ignored`;
     an image with no digit at all is 422 `no_digits`. Boxes are in the uploaded image's pixels.
     """
-    settings, loaded = settings_of(request), registry_of(request).get(model_query(request))
-    plan = await decoded_in_turn(request, await read_image(request), plan_upload)
-    # Every candidate piece of every group in one model call; the best reading is chosen from its answers.
-    outputs = await loaded.infer(model_input(plan.batch()), [*wanted_outputs(loaded), "logits"])
-    reading = resolve(plan, outputs["probabilities"], outputs["logits"])
-    return json_response(render(request, loaded, reading, outputs, settings.token_key))
+    dataplane, model = dataplane_of(request), model_query(request)
+    dataplane.model(model)  # an unknown model is refused before the upload is read
+    reading = await dataplane.read_number(await read_image(request), model=model, base_url=base_url(request))
+    return json_response(reading)

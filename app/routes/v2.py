@@ -1,4 +1,4 @@
-"""The Open Inference Protocol (KServe V2) over REST, on the same registry and runtime as /predict."""
+"""The Open Inference Protocol (KServe V2) over REST: parses and renders; app.dataplane answers, as it does for gRPC."""
 
 from __future__ import annotations
 
@@ -7,26 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 
 from app import protocol
-from app.deps import RegistryDep, SettingsDep
-from app.errors import UnknownModel
+from app.dataplane import PLATFORM, SERVER_NAME, SERVER_VERSION
+from app.deps import DataPlaneDep, RegistryDep
 from app.protocol import ErrorResponse, InferenceResponse, MetadataTensor, ModelMetadata, OutputTensor, ServerMetadata
-from app.runtime.registry import LoadedModel, Registry
 
-SERVER_NAME = "mnist-serve"
-SERVER_VERSION = "0.1.0"
-PLATFORM = "onnxruntime_onnx"
 V2_ERROR = {"model": ErrorResponse, "description": 'Protocol error: {"error": message}'}
-ERRORS: dict[int | str, dict[str, object]] = dict.fromkeys((400, 404, 413, 422, 503, 504), V2_ERROR)
+ERRORS: dict[int | str, dict[str, object]] = dict.fromkeys((400, 404, 413, 422, 501, 503, 504), V2_ERROR)
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"], responses=ERRORS)
-
-
-def model_version(registry: Registry, name: str, version: str | None) -> LoadedModel:
-    """The model, if it exists in that version (every bundled model has exactly one)."""
-    model = registry.get(name)
-    assert model.card is not None
-    if version is not None and version != model.card.version:
-        raise UnknownModel(f"{name} version {version}", [f"{name} version {model.card.version}"])
-    return model
 
 
 @router.get("")
@@ -49,9 +36,9 @@ async def server_ready(registry: RegistryDep, response: Response) -> dict[str, b
 
 @router.get("/models/{name}")
 @router.get("/models/{name}/versions/{version}")
-async def model_metadata(registry: RegistryDep, name: str, version: str | None = None) -> ModelMetadata:
+async def model_metadata(dataplane: DataPlaneDep, name: str, version: str | None = None) -> ModelMetadata:
     """Inputs and outputs of a model; -1 marks the batch dimension."""
-    card = model_version(registry, name, version).card
+    card = dataplane.model(name, version).card
     assert card is not None
     return ModelMetadata(
         name=card.name,
@@ -64,8 +51,8 @@ async def model_metadata(registry: RegistryDep, name: str, version: str | None =
 
 @router.get("/models/{name}/ready")
 @router.get("/models/{name}/versions/{version}/ready")
-async def model_ready(registry: RegistryDep, name: str, version: str | None = None) -> dict[str, object]:
-    model = model_version(registry, name, version)
+async def model_ready(dataplane: DataPlaneDep, name: str, version: str | None = None) -> dict[str, object]:
+    model = dataplane.model(name, version)
     return {"name": model.name, "ready": model.available}
 
 
@@ -73,8 +60,7 @@ async def model_ready(registry: RegistryDep, name: str, version: str | None = No
 @router.post("/models/{name}/versions/{version}/infer")
 async def infer(
     request: Request,
-    registry: RegistryDep,
-    settings: SettingsDep,
+    dataplane: DataPlaneDep,
     name: str,
     version: str | None = None,
     header_length: Annotated[str | None, Header(alias=protocol.HEADER_LENGTH)] = None,
@@ -85,19 +71,20 @@ async def infer(
     detector threshold the image is not a digit) and the model's activation layers; each as JSON or, with
     `binary_data`, as raw little-endian bytes after the JSON header (binary tensor data extension).
     """
-    model = model_version(registry, name, version)
+    model = dataplane.model(name, version)
     assert model.card is not None
     inference, binary = protocol.split_body(await request.body(), header_length)
-    images = protocol.decode_images(inference, binary, max_batch=settings.max_batch_images)
-    wanted = protocol.requested_outputs(inference, [o.name for o in model.card.outputs])
-    arrays = await model.infer(images, [name for name, _ in wanted])
-    response = InferenceResponse(
-        model_name=model.name,
-        model_version=model.card.version,
-        id=inference.id,
-        outputs=[OutputTensor(name=n, shape=list(arrays[n].shape)) for n, _ in wanted],
+    wanted = dict(protocol.requested_outputs(inference, [o.name for o in model.card.outputs]))
+    result = await dataplane.infer_tensors(
+        model=name, version=version, inputs=protocol.input_tensors(inference, binary), outputs=list(wanted)
     )
-    body, json_length = protocol.encode_response(response, arrays, dict(wanted))
+    response = InferenceResponse(
+        model_name=result.model,
+        model_version=result.version,
+        id=inference.id,
+        outputs=[OutputTensor(name=n, shape=list(array.shape)) for n, array in result.outputs.items()],
+    )
+    body, json_length = protocol.encode_response(response, result.outputs, wanted)
     if json_length is None:
         return Response(body, media_type="application/json")
     headers = {protocol.HEADER_LENGTH: str(json_length)}

@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.errors import ServiceError
+from app.handlers import http_status
 from app.preprocess import preprocess
 from tests.helpers import ROOT, encode, photo_of
 from training.data import Mnist
@@ -200,7 +201,8 @@ def _preparation_failure(data: bytes) -> str | None:
     try:
         preprocess(data)
     except ServiceError as error:
-        return None if 400 <= error.status_code < 500 else f"{error.code} ({error.status_code})"
+        status = http_status(error)
+        return None if 400 <= status < 500 else f"{error.code} ({status})"
     except Exception as error:
         return f"{type(error).__name__}: {error}"
     return None

@@ -106,6 +106,11 @@ def v2_body(shape: list[int], datatype: str = "FP32", data: object = None, **ext
         ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}, 400, "exactly one input"),
         ({"input": "nothing"}, 400, "not a valid inference request"),
         (v2_body([1, 28, 28, 1], outputs=[{"name": "fc1"}]), 400, "Unknown output 'fc1'"),
+        (
+            v2_body([1, 28, 28, 1], outputs=[{"name": "probabilities", "parameters": {"classification": 3}}]),
+            501,
+            "classification extension is not offered",
+        ),
     ],
 )
 def test_protocol_errors(client: TestClient, body: dict[str, object], status: int, message: str) -> None:
