@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from app.errors import BadToken
+from app.handlers import http_status
 from app.tokens import decode_token, encode_token
 from training.data import Mnist
 
@@ -62,7 +63,7 @@ def test_bad_tokens_are_refused_saying_why(make, message: str, mnist_sample: Mni
     with pytest.raises(BadToken) as refused:
         decode_token(make(encode_token(mnist_sample.test.images[0])))
     assert refused.value.detail == message
-    assert (refused.value.status_code, refused.value.code) == (400, "bad_token")
+    assert (http_status(refused.value), refused.value.code) == (400, "bad_token")
 
 
 def test_tokens_carry_no_padding_and_keep_every_last_character() -> None:
