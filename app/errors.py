@@ -18,6 +18,8 @@ ServiceError
 ├── ModelUnavailable       503 model_unavailable
 ├── Overloaded             503 overloaded (with Retry-After)
 │   └── ModelRestarting    503 model_unavailable (with Retry-After)
+├── ModelLoadFailed        400 model_load_failed (the version serving, if any, still serves)
+├── DefaultModelRequired   409 default_model_required
 ├── UnknownLayer           404 unknown_layer
 ├── NoTemplates            404 no_templates
 ├── BadToken               400 bad_token
@@ -137,6 +139,20 @@ class ModelRestarting(ModelUnavailable):
     """The model process stopped with this request in it; a new one is starting: the request may be sent again."""
 
     retry_after_s = 1
+
+
+class ModelLoadFailed(ServiceError):
+    """A model's folder did not pass (card, checksum, graph, warm-up): its version serving, if any, still serves.
+    400, as Triton answers a failed load."""
+
+    code = "model_load_failed"
+
+
+class DefaultModelRequired(ServiceError):
+    """The default model cannot be unloaded: requests that name no model need it."""
+
+    status_code = 409
+    code = "default_model_required"
 
 
 class UnknownLayer(ServiceError):

@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from app import errors
+from app.cards import read_card
+from app.main import runtime_config
 from app.runtime.process import ModelProcess, ModelProcessError, ModelProcessLost
-from app.runtime.registry import RuntimeConfig, load_registry
+from app.runtime.registry import load_registry
+from app.settings import Settings
 from tests.helpers import MODELS_DIR
 from training.data import Mnist
 
@@ -22,9 +26,15 @@ CNN = MODELS_DIR / "cnn" / "model.onnx"
 
 @pytest.fixture
 def process() -> Iterator[ModelProcess]:
-    process = ModelProcess({"cnn": CNN}, ["CPUExecutionProvider"], intra_op_threads=1, inter_op_threads=1)
+    """A model process holding cnn under the key "cnn"."""
+    process = ModelProcess(["CPUExecutionProvider"], intra_op_threads=1, inter_op_threads=1)
     process.start()
-    process.wait_ready()
+
+    async def opened() -> list[str]:
+        await process.started()
+        return await process.open("cnn", CNN, read_card(CNN.parent))
+
+    assert asyncio.run(opened()) == ["CPUExecutionProvider"]
     yield process
     process.close()
 
@@ -89,11 +99,13 @@ def test_a_lost_process_fails_its_calls_and_the_next_call_starts_another(
 
 
 def test_the_registry_calls_its_models_in_the_process_and_says_503_while_it_is_lost(mnist_sample: Mnist) -> None:
-    registry = load_registry(MODELS_DIR, default_model="cnn", config=RuntimeConfig(provider="cpu", model_process=True))
-    assert registry.process is not None
-    model = registry.get("cnn")
+    # Forced on: runtime_config turns the process off on a machine with fewer than two cores.
+    config = replace(runtime_config(Settings(provider="cpu", intra_op_threads=1)), model_process=True)
 
     async def scenario() -> None:
+        registry = await load_registry(MODELS_DIR, default_model="cnn", config=config)
+        assert registry.process is not None
+        model = registry.get("cnn")
         assert (await model.infer(images(mnist_sample, 2), ["probabilities"]))["probabilities"].shape == (2, 10)
         call = asyncio.ensure_future(model.call(np.zeros((4000, 28, 28, 1), np.float32), ["probabilities"]))
         await asyncio.sleep(0.1)
@@ -102,9 +114,9 @@ def test_the_registry_calls_its_models_in_the_process_and_says_503_while_it_is_l
             await call
         assert (await model.infer(images(mnist_sample, 1), ["probabilities"]))["probabilities"].shape == (1, 10)
         await registry.close()
+        assert registry.process._process is None
 
     asyncio.run(scenario())
-    assert registry.process._process is None  # type: ignore[union-attr]
 
 
 def test_close_stops_the_child(process: ModelProcess) -> None:
