@@ -4,11 +4,11 @@ against it unchanged."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from app.deps import RegistryDep
 from app.protocol import ErrorResponse
@@ -18,7 +18,7 @@ V2_ERROR = {"model": ErrorResponse, "description": 'Protocol error: {"error": me
 router = APIRouter(
     prefix="/v2/repository",
     tags=["v2 model repository"],
-    responses={404: V2_ERROR, 400: V2_ERROR, 409: V2_ERROR, 422: V2_ERROR},
+    responses={400: V2_ERROR, 401: V2_ERROR, 404: V2_ERROR, 409: V2_ERROR, 422: V2_ERROR},
 )
 
 
@@ -43,27 +43,43 @@ class IndexEntry(BaseModel):
     reason: str = Field(description="why it is not ready; for a ready model, a failed load since, if any")
 
 
+Body_ = TypeVar("Body_", bound=BaseModel)
+
+
+def json_body(model: type[Body_]) -> Any:
+    """A dependency: the body as `model`, whatever its Content-Type (tritonclient sends none); empty: the defaults."""
+
+    async def parse(request: Request) -> Body_:
+        data = await request.body()
+        try:
+            return model.model_validate_json(data) if data.strip() else model()
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
+
+    return Depends(parse)
+
+
 def entry(state: ModelState) -> IndexEntry:
     return IndexEntry(name=state.name, version=state.version, state=state.state, reason=state.reason)
 
 
 @router.post("/index")
 async def repository_index(
-    registry: RegistryDep, body: Annotated[IndexRequest | None, Body()] = None
+    registry: RegistryDep, body: Annotated[IndexRequest, json_body(IndexRequest)]
 ) -> list[IndexEntry]:
     """Every model of the repository (models/manifest.json as it is now) with its state: READY, UNAVAILABLE (with the
     reason: failed, unloaded, not loaded) or LOADING."""
-    return [entry(state) for state in await registry.index(ready_only=body is not None and body.ready)]
+    return [entry(state) for state in await registry.index(ready_only=body.ready)]
 
 
 @router.post("/models/{name}/load")
 async def load_model(
-    name: str, registry: RegistryDep, body: Annotated[LoadRequest | None, Body()] = None
+    name: str, registry: RegistryDep, body: Annotated[LoadRequest, json_body(LoadRequest)]
 ) -> IndexEntry:
     """Load the model from its folder again: card, checksum and graph checked, warmed up, then swapped in; requests
     in flight finish on the version they started with. On failure (400 `model_load_failed`) the version serving
     goes on serving, and the error says why."""
-    overrides = sorted((body.parameters if body else {}).keys())
+    overrides = sorted(body.parameters)
     if overrides:
         problem = f"load parameters {overrides} are not supported: the model is read from its folder"
         raise RequestValidationError([{"loc": ("body", "parameters"), "msg": problem, "type": "unsupported"}])
@@ -73,7 +89,7 @@ async def load_model(
 
 @router.post("/models/{name}/unload")
 async def unload_model(
-    name: str, registry: RegistryDep, body: Annotated[UnloadRequest | None, Body()] = None
+    name: str, registry: RegistryDep, body: Annotated[UnloadRequest, json_body(UnloadRequest)]
 ) -> IndexEntry:
     """Stop serving the model (requests in flight finish); the default model cannot be unloaded (409
     `default_model_required`). Load it again to serve it."""
