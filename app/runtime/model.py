@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from app.cards import ModelCard, read_card
+from app.cards import CARD_FILE, ModelCard, read_card
 from app.errors import ModelRestarting, ModelUnavailable, UnknownLayer
 from app.runtime.batcher import Batcher, Observer
 from app.runtime.executor import Executor
@@ -18,6 +18,20 @@ from app.runtime.process import ModelProcessLost
 from app.runtime.session import ModelLoadError
 
 State = Literal["READY", "UNAVAILABLE", "LOADING"]
+Stamp = tuple[tuple[str, int, int], ...]  # (file name, size, mtime in ns) of each watched file
+
+
+def folder_stamp(folder: Path) -> Stamp:
+    """What changes when a model's files are written: card.json and every .onnx file, with size and mtime."""
+    stamps = []
+    for path in sorted(folder.glob("*")):
+        if path.name == CARD_FILE or path.suffix == ".onnx":
+            try:
+                stat = path.stat()
+            except OSError:  # deleted between the listing and the stat
+                continue
+            stamps.append((path.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)
 
 
 @dataclass(frozen=True)
@@ -93,9 +107,12 @@ class LoadedModel:
             self.observe_run(len(images), seconds)
         return values
 
-    async def retire(self, successor: Callable[[], LoadedModel]) -> None:
-        """Send new calls to `successor()`, wait for the calls in flight, then close the session."""
+    def retire(self, successor: Callable[[], LoadedModel]) -> None:
+        """From now on, calls go to `successor()` (the version that replaced this one, or an error)."""
         self._successor = successor
+
+    async def close_when_idle(self) -> None:
+        """Once the calls in flight are answered, close the batcher and the session."""
         if self._in_flight:
             self._idle = asyncio.Event()
             await self._idle.wait()

@@ -18,7 +18,7 @@ from app.cards import read_manifest
 from app.errors import DefaultModelRequired, ModelLoadFailed, ModelUnavailable, UnknownModel
 from app.runtime.batcher import Batcher, Observer
 from app.runtime.executor import Executor, InThreads
-from app.runtime.model import LoadedModel, ModelState, verified_card
+from app.runtime.model import LoadedModel, ModelState, Stamp, folder_stamp, verified_card
 from app.runtime.process import ModelProcess, ModelProcessLost
 from app.runtime.session import CPU, ModelLoadError, Provider, requested_providers, session_options
 
@@ -81,6 +81,7 @@ class Registry:
         self._loading: set[str] = set()
         self._last_failure: dict[str, str] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        self.stamps: dict[str, Stamp] = {}  # each model folder's files when it was last loaded or tried (live reload)
 
     @property
     def process(self) -> ModelProcess | None:
@@ -190,6 +191,7 @@ class Registry:
 
     async def _open(self, name: str, folder: Path) -> LoadedModel:
         """Card and checksum read here, graph checked and warmed up by the executor, where the session will run."""
+        self.stamps[name] = await anyio.to_thread.run_sync(folder_stamp, folder)  # before the files are read
         card, path = await anyio.to_thread.run_sync(verified_card, folder)
         key = f"{name}#{next(self._keys)}"
         providers = await self.executor.open(key, path, card)
@@ -230,7 +232,8 @@ class Registry:
         self.models[model.name] = model
         self._observers.serving(model.name, model.card.version if model.available else None, model.revision)
         if old is not None and old.available:
-            task = asyncio.create_task(old.retire(lambda: self.get(model.name)))
+            old.retire(lambda: self.get(model.name))
+            task = asyncio.create_task(old.close_when_idle())
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
 

@@ -15,26 +15,12 @@ from pathlib import Path
 import anyio.to_thread
 from pydantic import ValidationError
 
-from app.cards import CARD_FILE, read_manifest
+from app.cards import read_manifest
 from app.errors import ServiceError
+from app.runtime.model import Stamp, folder_stamp
 from app.runtime.registry import Registry
 
 log = logging.getLogger(__name__)
-
-Stamp = tuple[tuple[str, int, int], ...]  # (file name, size, mtime in ns) of each watched file
-
-
-def folder_stamp(folder: Path) -> Stamp:
-    """What changes when a model's files are written: card.json and every .onnx file, with size and mtime."""
-    stamps = []
-    for path in sorted(folder.glob("*")):
-        if path.name == CARD_FILE or path.suffix == ".onnx":
-            try:
-                stat = path.stat()
-            except OSError:  # deleted between the listing and the stat
-                continue
-            stamps.append((path.name, stat.st_size, stat.st_mtime_ns))
-    return tuple(stamps)
 
 
 def repository_stamps(models_dir: Path) -> dict[str, Stamp]:
@@ -50,22 +36,21 @@ class Watcher:
     """Loads a model again once its folder's stamp differs from the one it was loaded with and has held for one poll
     (a file still being written changes between polls: no load is tried on half a model)."""
 
-    def __init__(self, registry: Registry, loaded: dict[str, Stamp]) -> None:
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.loaded = loaded  # the stamp each model was last loaded (or tried) with
-        self.seen: dict[str, Stamp] = dict(loaded)  # the stamp at the previous poll
+        self.loaded = registry.stamps  # the stamp each model's folder had when it was last loaded (or tried)
+        self.seen: dict[str, Stamp] = dict(self.loaded)  # the stamp at the previous poll
 
     async def poll(self, stamps: dict[str, Stamp]) -> list[str]:
         """Reload what changed and has settled; the names it tried to load."""
         tried = []
         for name, stamp in stamps.items():
-            settled = stamp == self.seen.get(name)
+            settled = stamp == self.seen.get(name) and stamp != self.loaded.get(name)
             self.seen[name] = stamp
             model = self.registry.models.get(name)
             if model is not None and model.unloaded:  # unloaded on request: a change of its files does not load it
                 continue
-            if settled and stamp != self.loaded.get(name):
-                self.loaded[name] = stamp  # tried once per change: a broken folder is not loaded again and again
+            if settled:
                 tried.append(name)
                 await self._load(name)
         return tried
@@ -81,8 +66,7 @@ class Watcher:
 
 async def watch_models(registry: Registry, interval_s: float) -> None:
     """Poll the repository every `interval_s` until cancelled."""
-    stamps = await anyio.to_thread.run_sync(repository_stamps, registry.models_dir)
-    watcher = Watcher(registry, stamps)
+    watcher = Watcher(registry)
     log.info("watching %s for model changes every %g s", registry.models_dir, interval_s)
     while True:
         await asyncio.sleep(interval_s)
