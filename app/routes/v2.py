@@ -32,7 +32,7 @@ def model_version(registry: Registry, name: str, version: str | None) -> LoadedM
 @router.get("")
 async def server_metadata() -> ServerMetadata:
     """Server name, version and protocol extensions."""
-    return ServerMetadata(name=SERVER_NAME, version=SERVER_VERSION, extensions=["binary_tensor_data"])
+    return ServerMetadata(name=SERVER_NAME, version=SERVER_VERSION, extensions=["binary_tensor_data", "model_repository"])
 
 
 @router.get("/health/live")
