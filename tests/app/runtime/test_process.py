@@ -4,6 +4,7 @@ fails only the calls it held: the next call starts a new one."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -105,6 +106,8 @@ def test_the_registry_calls_its_models_in_the_process_and_says_503_while_it_is_l
     async def scenario() -> None:
         registry = await load_registry(MODELS_DIR, default_model="cnn", config=config)
         assert registry.process is not None
+        # The worker holds no session of the models its process runs (it used to keep a second copy of each).
+        assert not [o for o in gc.get_objects() if isinstance(o, ort.InferenceSession)]
         model = registry.get("cnn")
         assert (await model.infer(images(mnist_sample, 2), ["probabilities"]))["probabilities"].shape == (2, 10)
         call = asyncio.ensure_future(model.call(np.zeros((4000, 28, 28, 1), np.float32), ["probabilities"]))
