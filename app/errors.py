@@ -20,6 +20,8 @@ ServiceError
 ├── ModelUnavailable       503 model_unavailable
 │   └── ModelRestarting    503 model_unavailable (with Retry-After)
 ├── Overloaded             503 overloaded (with Retry-After)
+├── ModelLoadFailed        400 model_load_failed (the version serving, if any, still serves)
+├── DefaultModelRequired   409 default_model_required
 ├── UnknownLayer           404 unknown_layer
 ├── NoTemplates            404 no_templates
 ├── InvalidInferenceRequest  400 invalid_inference_request (an Open Inference Protocol request the model cannot take)
@@ -129,6 +131,19 @@ class ModelRestarting(ModelUnavailable):
     """The model process stopped with this request in it; a new one is starting: the request may be sent again."""
 
     retry_after_s = 1
+
+
+class ModelLoadFailed(ServiceError):
+    """A model's folder did not pass (card, checksum, graph, warm-up): its version serving, if any, still serves.
+    400, as Triton answers a failed load."""
+
+    code = "model_load_failed"
+
+
+class DefaultModelRequired(ServiceError):
+    """The default model cannot be unloaded: requests that name no model need it."""
+
+    code = "default_model_required"
 
 
 class UnknownLayer(ServiceError):

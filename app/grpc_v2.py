@@ -28,7 +28,6 @@ from app.errors import (
     ModelUnavailable,
     ServiceError,
     Unauthorized,
-    Unimplemented,
     UnknownModel,
 )
 from app.observability import VALID_REQUEST_ID, Metrics, access_log, request_id
@@ -68,6 +67,8 @@ GRPC_STATUS: dict[str, grpc.StatusCode] = {
     "timeout": Status.DEADLINE_EXCEEDED,
     "headers_too_large": Status.RESOURCE_EXHAUSTED,
     "model_unavailable": Status.UNAVAILABLE,
+    "model_load_failed": Status.INVALID_ARGUMENT,  # as Triton answers a load that fails
+    "default_model_required": Status.FAILED_PRECONDITION,
     "overloaded": Status.UNAVAILABLE,
     "unimplemented": Status.UNIMPLEMENTED,
 }
@@ -160,7 +161,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     @rpc
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=[])
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=["model_repository"])
 
     @rpc
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
@@ -196,20 +197,30 @@ class InferenceServicer(GRPCInferenceServiceServicer):  # type: ignore[misc]
         return response
 
     @rpc
-    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
-        raise_repository_unavailable()
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
+        states = await self.dataplane.registry.index(ready_only=request.ready)
+        index = pb.RepositoryIndexResponse.ModelIndex
+        return pb.RepositoryIndexResponse(
+            models=[index(name=s.name, version=s.version or "", state=s.state, reason=s.reason) for s in states]
+        )
 
     @rpc
-    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
-        raise_repository_unavailable()
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        if request.parameters:  # as over REST: the folder is what loads, no config or file overrides
+            raise InvalidInferenceRequest(
+                f"load parameters {sorted(request.parameters)} are not supported: the model is read from its folder"
+            )
+        await self.dataplane.registry.load(required_name(request.model_name))
+        return pb.RepositoryModelLoadResponse()
 
     @rpc
-    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
-        raise_repository_unavailable()
-
-
-def raise_repository_unavailable() -> None:
-    raise Unimplemented("The model repository extension is not available: models are loaded at start-up.")
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        await self.dataplane.registry.unload(required_name(request.model_name))
+        return pb.RepositoryModelUnloadResponse()
 
 
 def required_name(name: str) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
@@ -20,10 +20,11 @@ from app.handlers import install_error_handlers
 from app.memory import configure_allocator
 from app.middleware import ApiKey, BodySizeLimit, BodyTimeout, RequestTimeout, SecurityHeaders
 from app.observability import Metrics, RequestObserver
-from app.routes import activations, health, models, pages, predict, read, v2
+from app.routes import activations, health, models, pages, predict, read, repository, v2
 from app.routes import metrics as metrics_route
 from app.routes.docs import COMMON_ERRORS
 from app.runtime.registry import Observers, RuntimeConfig, StartupError, load_registry
+from app.runtime.watcher import watch_models
 from app.settings import Settings
 from app.shutdown import on_stop_signal
 
@@ -78,20 +79,23 @@ def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) ->
     the V2 gRPC service starts with it, on the same event loop, core and models (app.grpc_v2)."""
     settings = settings or Settings()
     metrics = Metrics()
-    observers = Observers(inference=metrics.inference_observer, batch=metrics.batch_observer)
+    observers = Observers(
+        inference=metrics.inference_observer,
+        batch=metrics.batch_observer,
+        serving=metrics.model_serving,
+        load=metrics.model_loaded,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_allocator()
         share = cpu_share()
         try:
-            registry = await anyio.to_thread.run_sync(
-                lambda: load_registry(
-                    settings.models_dir,
-                    default_model=settings.default_model,
-                    config=runtime_config(settings, share),
-                    observers=observers,
-                )
+            registry = await load_registry(
+                settings.models_dir,
+                default_model=settings.default_model,
+                config=runtime_config(settings, share),
+                observers=observers,
             )
         except StartupError as exc:
             log.critical("cannot start: %s", exc)  # the one line that says why, before the server's traceback
@@ -99,6 +103,9 @@ def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) ->
         for name, model in registry.models.items():
             metrics.models_loaded.labels(name).set(1 if model.available else 0)
         app.state.registry = registry
+        watcher = (
+            asyncio.create_task(watch_models(registry, settings.watch_interval_s)) if settings.watch_models else None
+        )
         app.state.draining = False
         on_stop_signal(lambda: setattr(app.state, "draining", True))
         pixels = Budget(
@@ -118,6 +125,9 @@ def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) ->
         gc.collect()
         gc.freeze()
         yield
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         if grpc_server is not None:
             # HTTP has drained by now (uvicorn's graceful shutdown); calls still in flight get the request timeout.
             await grpc_server.stop(settings.request_timeout_s)
@@ -156,7 +166,7 @@ def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) ->
         )
     app.add_middleware(RequestObserver, metrics=metrics)
     app.add_middleware(SecurityHeaders)  # outermost: on every response, the middleware's own errors included
-    for module in (read, activations, models, health, v2, metrics_route, pages):
+    for module in (read, activations, models, health, v2, repository, metrics_route, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     return app

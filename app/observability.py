@@ -51,6 +51,16 @@ class Metrics:
             "mnist_batch_queue_wait_seconds", "Wait before a batch ran", ["model"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.models_loaded = Gauge("mnist_model_loaded", "1 when the model serves", ["model"], registry=r)
+        self.model_info = Gauge(
+            "mnist_model_info",
+            "1 for the version serving: card version, model file SHA-256 prefix",
+            ["model", "version", "revision"],
+            registry=r,
+        )
+        self.model_loads = Counter(
+            "mnist_model_loads", "Model loads, at start-up and since", ["model", "result"], registry=r
+        )
+        self._serving: dict[str, tuple[str, str]] = {}  # model -> its model_info labels
         # labels() takes a lock and builds a key on every call; a request's children are looked up once instead.
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
@@ -66,6 +76,19 @@ class Metrics:
         """One gRPC call: its method (ModelInfer...), its status code's name (OK, INVALID_ARGUMENT...) and time."""
         self.rpcs.labels(method, code).inc()
         self.rpc_latency.labels(method).observe(elapsed_s)
+
+    def model_serving(self, model: str, version: str | None, revision: str | None) -> None:
+        """The version serving now (None: none): mnist_model_loaded and mnist_model_info follow it."""
+        old = self._serving.pop(model, None)
+        if old is not None:
+            self.model_info.remove(model, *old)
+        self.models_loaded.labels(model).set(0 if version is None else 1)
+        if version is not None:
+            self._serving[model] = (version, revision or "")
+            self.model_info.labels(model, version, revision or "").set(1)
+
+    def model_loaded(self, model: str, loaded: bool) -> None:
+        self.model_loads.labels(model, "loaded" if loaded else "failed").inc()
 
     def batch_observer(self, model: str) -> Callable[[int, float], None]:
         size, wait = self.batch_size.labels(model), self.queue_wait.labels(model)

@@ -95,7 +95,9 @@ class ModelSummary(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     name: str
-    version: str | None
+    version: str | None = Field(description="the card's version of the model serving")
+    revision: str | None = Field(None, description="the first 12 hex digits of the served ONNX file's SHA-256")
+    loaded_at: float | None = Field(None, description="when this version started serving (Unix time)")
     kind: Literal["linear", "cnn"] | None
     description: str | None
     default: bool

@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     batch_delay_ms: float = Field(0.0, ge=0)
     """Longest a request waits for others to join its batch, in ms; 0 = take what is queued when the model is free."""
 
+    watch_models: bool = False
+    """Reload a model when its folder changes (card.json or the ONNX file, e.g. after `make train`), once its files
+    have stopped changing; a failed reload keeps the version serving."""
+
+    watch_interval_s: float = Field(1.0, gt=0)
+    """How often the model folders are checked for changes when MNIST_WATCH_MODELS is on, in seconds."""
+
     max_upload_bytes: int = Field(10_000_000, gt=0)
     """Largest request body accepted, in bytes (larger: 413)."""
 

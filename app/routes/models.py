@@ -21,6 +21,8 @@ def summarise(model: LoadedModel, registry: Registry) -> ModelSummary:
     return ModelSummary(
         name=model.name,
         version=card.version if card else None,
+        revision=model.revision,
+        loaded_at=model.loaded_at,
         kind=card.kind if card else None,
         description=card.description if card else None,
         default=model.name == registry.default_model,

@@ -19,7 +19,9 @@ router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"], response
 @router.get("")
 async def server_metadata() -> ServerMetadata:
     """Server name, version and protocol extensions."""
-    return ServerMetadata(name=SERVER_NAME, version=SERVER_VERSION, extensions=["binary_tensor_data"])
+    return ServerMetadata(
+        name=SERVER_NAME, version=SERVER_VERSION, extensions=["binary_tensor_data", "model_repository"]
+    )
 
 
 @router.get("/health/live")

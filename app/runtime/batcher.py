@@ -16,14 +16,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 
 from app.errors import ModelUnavailable
+from app.runtime.messages import Images, Outputs
 
 log = logging.getLogger(__name__)
 
-Images = npt.NDArray[np.float32]
-Outputs = dict[str, npt.NDArray[np.float32]]
 Call = Callable[[Images, Sequence[str]], Awaitable[Outputs]]
 Observer = Callable[[int, float], None]  # (batch size in images, seconds the oldest request queued)
 
@@ -37,9 +35,9 @@ class _Pending:
 
 
 class Batcher:
-    def __init__(
-        self, call: Call, *, max_batch: int = 64, max_delay_s: float = 0.002, observe: Observer | None = None
-    ) -> None:
+    """Batches for one model; its sizes come from Settings (MNIST_MAX_BATCH_SIZE, MNIST_BATCH_DELAY_MS) only."""
+
+    def __init__(self, call: Call, *, max_batch: int, max_delay_s: float, observe: Observer | None = None) -> None:
         self._call = call
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s

@@ -1,129 +1,91 @@
-"""The loaded models: name -> card + ONNX Runtime session, built once at start-up from models/manifest.json."""
+"""The loaded models: name -> LoadedModel, from models/manifest.json; loaded again, or unloaded, at run time as
+Triton's and MLServer's model repository extension asks (index, load, unload)."""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio.to_thread
-import numpy as np
-import numpy.typing as npt
-import onnxruntime as ort
 from pydantic import ValidationError
 
-from app.cards import INPUT_NAME, ModelCard, read_card, read_manifest
-from app.errors import ModelRestarting, ModelUnavailable, UnknownLayer, UnknownModel
-from app.runtime.batcher import Batcher, Observer, Outputs
+from app.cards import read_manifest
+from app.errors import DefaultModelRequired, ModelLoadFailed, ModelUnavailable, UnknownModel
+from app.runtime.batcher import Batcher, Observer
+from app.runtime.executor import Executor, InThreads
+from app.runtime.model import LoadedModel, ModelState, Stamp, folder_stamp, verified_card
 from app.runtime.process import ModelProcess, ModelProcessLost
-from app.runtime.session import (
-    CPU,
-    ModelLoadError,
-    Provider,
-    check_signature,
-    open_session,
-    requested_providers,
-    session_options,
-    warm_up,
-)
+from app.runtime.session import CPU, ModelLoadError, Provider, requested_providers, session_options
 
 log = logging.getLogger(__name__)
+
+__all__ = ["LoadedModel", "ModelState", "Observers", "Registry", "RuntimeConfig", "StartupError", "load_registry"]
+LOAD_ERRORS = (OSError, ValidationError, ModelLoadError)
 
 
 class StartupError(Exception):
     """The service cannot start: no manifest, or the default model cannot be loaded."""
 
 
+def _ignore(*_: object) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Observers:
-    """Per-model callbacks that receive (images, seconds): of each model call, and of each batch's queue wait."""
+    """Per-model callbacks: (images, seconds) of each model call and of each batch's queue wait; the version that
+    serves after each change ((model, card version, revision); None, None when none serves); each load's outcome."""
 
     inference: Callable[[str], Observer]
     batch: Callable[[str], Observer]
+    serving: Callable[[str, str | None, str | None], None] = _ignore
+    load: Callable[[str, bool], None] = _ignore
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    provider: Provider = "auto"
-    intra_op_threads: int = 0
-    inter_op_threads: int = 1
-    batching: bool = True
-    max_batch_size: int = 64
-    batch_delay_ms: float = 0.0
-    strict_provider: bool = False
-    model_process: bool = False
+    """How the models run: built from Settings by app.main.runtime_config (Settings holds every default)."""
+
+    provider: Provider
+    intra_op_threads: int
+    inter_op_threads: int
+    batching: bool
+    max_batch_size: int
+    batch_delay_ms: float
+    strict_provider: bool
+    model_process: bool
 
 
-@dataclass
-class LoadedModel:
-    """One model from the manifest: its card, and its session unless loading failed (then `error` says why)."""
-
-    name: str
-    card: ModelCard | None = None
-    path: Path | None = None  # the verified ONNX file
-    session: ort.InferenceSession | None = None
-    providers: list[str] = field(default_factory=list)
-    error: str | None = None
-    batcher: Batcher | None = None
-    process: ModelProcess | None = None  # where `call` runs the model; a worker thread when None
-    observe_run: Observer | None = None  # (images, seconds) of each ONNX Runtime call
-
-    @property
-    def available(self) -> bool:
-        return self.session is not None and self.card is not None
-
-    @property
-    def activation_names(self) -> list[str]:
-        return [layer.name for layer in self.card.activations] if self.card else []
-
-    def check_layers(self, layers: Sequence[str]) -> list[str]:
-        """The requested activation layers (all when none are named); UnknownLayer for a name the model lacks."""
-        known = self.activation_names
-        unknown = [layer for layer in layers if layer not in known]
-        if unknown:
-            raise UnknownLayer(f"Model {self.name!r} has no layer {unknown[0][:64]!r}; its layers: {', '.join(known)}.")
-        return list(layers) or known
-
-    def run(self, images: npt.NDArray[np.float32], outputs: Sequence[str]) -> Outputs:
-        """(N, 28, 28, 1) float32 in [0, 1] -> the named outputs."""
-        if self.session is None:
-            raise ModelUnavailable(f"Model {self.name!r} is unavailable: {self.error}")
-        names = list(outputs)
-        start = time.perf_counter()
-        values = self.session.run(names, {INPUT_NAME: images})
-        if self.observe_run is not None:
-            self.observe_run(len(images), time.perf_counter() - start)
-        return dict(zip(names, values, strict=True))
-
-    async def infer(self, images: npt.NDArray[np.float32], outputs: Sequence[str]) -> Outputs:
-        """The named outputs, off the event loop (health checks keep answering): batched with concurrent requests,
-        if enabled."""
-        if self.batcher is not None:
-            return await self.batcher.infer(images, outputs)
-        return await self.call(images, outputs)
-
-    async def call(self, images: npt.NDArray[np.float32], outputs: Sequence[str]) -> Outputs:
-        """One model call: in the model process when there is one, else in a worker thread."""
-        if self.process is None:
-            # A timed-out request stops waiting at once; the thread finishes its call and its result is dropped.
-            return await anyio.to_thread.run_sync(self.run, images, outputs, abandon_on_cancel=True)
-        try:
-            values, seconds = await self.process.run(self.name, images, outputs)
-        except ModelProcessLost as exc:
-            raise ModelRestarting(f"Model {self.name!r} is unavailable for now ({exc}); try again.") from exc
-        if self.observe_run is not None:
-            self.observe_run(len(images), seconds)
-        return values
+def first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-@dataclass
 class Registry:
-    models: dict[str, LoadedModel]
-    default_model: str
-    process: ModelProcess | None = None
+    """The models that serve, and the repository operations that change them: index, load, unload."""
+
+    def __init__(
+        self, models_dir: Path, default_model: str, executor: Executor, config: RuntimeConfig, observers: Observers
+    ) -> None:
+        self.models: dict[str, LoadedModel] = {}
+        self.models_dir = models_dir
+        self.default_model = default_model
+        self.executor = executor
+        self._config, self._observers = config, observers
+        self._keys = itertools.count(1)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._loading: set[str] = set()
+        self._last_failure: dict[str, str] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self.stamps: dict[str, Stamp] = {}  # each model folder's files when it was last loaded or tried (live reload)
+
+    @property
+    def process(self) -> ModelProcess | None:
+        return self.executor if isinstance(self.executor, ModelProcess) else None
 
     def get(self, name: str | None = None) -> LoadedModel:
         """The named (or default) model; UnknownModel or ModelUnavailable otherwise."""
@@ -137,92 +99,181 @@ class Registry:
     @property
     def restarting(self) -> bool:
         """The model process is down or starting: the models' calls wait for it, or fail."""
-        return self.process is not None and not self.process.ready
+        return not self.executor.ready
 
     @property
     def unavailable(self) -> dict[str, str]:
-        return {name: model.error or "not loaded" for name, model in self.models.items() if not model.available}
+        """The models that failed to load (not those unloaded on request), and why."""
+        return {n: m.error or "not loaded" for n, m in self.models.items() if not m.available and not m.unloaded}
+
+    async def index(self, *, ready_only: bool = False) -> list[ModelState]:
+        """Every model of the repository (the manifest as it is now, and those serving) and its state."""
+        try:
+            listed = [entry.name for entry in (await anyio.to_thread.run_sync(read_manifest, self.models_dir)).models]
+        except (OSError, ValidationError):
+            listed = []
+        states = [self.state(name) for name in dict.fromkeys([*self.models, *listed])]
+        return [s for s in states if s.state == "READY"] if ready_only else states
+
+    def state(self, name: str) -> ModelState:
+        model = self.models.get(name)
+        version = model.card.version if model is not None and model.card is not None else None
+        if name in self._loading:
+            serving = f"; version {version} serves until then" if model is not None and model.available else ""
+            return ModelState(name, version, "LOADING", f"loading{serving}")
+        if model is None:
+            return ModelState(name, None, "UNAVAILABLE", "not loaded")
+        if not model.available:
+            return ModelState(name, version, "UNAVAILABLE", model.error or "not loaded")
+        failure = self._last_failure.get(name)
+        return ModelState(name, version, "READY", f"the last load failed: {failure}" if failure else "")
+
+    async def load(self, name: str) -> LoadedModel:
+        """Read the model's folder again, check card, checksum and graph, warm it up, then serve it instead of the
+        version serving now, whose calls in flight finish on it. ModelLoadFailed (the old version still serves)."""
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            folder = await self._folder(name)
+            self._loading.add(name)
+            try:
+                model = await self._open(name, folder)
+            except LOAD_ERRORS as exc:
+                raise self._failed(name, first_line(exc)) from exc
+            finally:
+                self._loading.discard(name)
+            self._last_failure.pop(name, None)
+            self._observers.load(name, True)
+            self._serve(model)
+            return model
+
+    async def unload(self, name: str) -> None:
+        """Stop serving the model (its calls in flight finish); refused for the default model."""
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            old = self.models.get(name)
+            if old is None:
+                raise UnknownModel(name, self.models)
+            if name == self.default_model:
+                raise DefaultModelRequired(
+                    f"Model {name!r} is the default model (MNIST_DEFAULT_MODEL): it cannot be unloaded; load it again "
+                    "to replace it, or restart with another default."
+                )
+            self._serve(LoadedModel(name=name, card=old.card, error="unloaded", unloaded=True))
 
     async def close(self) -> None:
+        for task in self._retiring:
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         for model in self.models.values():
             if model.batcher is not None:
                 await model.batcher.close()
-        if self.process is not None:
-            self.process.close()  # on the event loop: calls still waiting there fail first
+        self.executor.close()  # on the event loop: calls still waiting there fail first
 
-
-def load_model(name: str, folder: Path, providers: Sequence[str], options: ort.SessionOptions) -> LoadedModel:
-    """Card, checksum, session, signature check and warm-up; a failure is recorded, not raised."""
-    model = LoadedModel(name=name)
-    try:
-        model.card = read_card(folder)
-        path = folder / model.card.file
-        if not path.is_file():
-            raise ModelLoadError(f"{path} is missing")
-        if hashlib.sha256(path.read_bytes()).hexdigest() != model.card.file_sha256:
-            raise ModelLoadError(f"{path} does not match the checksum in its card (corrupt or replaced)")
-        session = open_session(path, providers, options)
-        check_signature(session, model.card)
-        warm_up(session)
-    except (OSError, ValidationError, ModelLoadError) as exc:
-        model.error = str(exc).splitlines()[0]
-        log.error("model %s is unavailable: %s", name, model.error)
+    async def opened_or_failed(self, name: str, folder: Path) -> LoadedModel:
+        """The model, or its failure recorded (not raised): how start-up loads each model."""
+        try:
+            model = await self._open(name, folder)
+        except LOAD_ERRORS as exc:
+            log.error("model %s is unavailable: %s", name, first_line(exc))
+            self._observers.load(name, False)
+            return LoadedModel(name=name, error=first_line(exc))
+        self._observers.load(name, True)
         return model
-    model.path, model.session, model.providers = path, session, session.get_providers()
-    log.info("model %s v%s loaded on %s", name, model.card.version, ", ".join(model.providers))
-    return model
+
+    async def _folder(self, name: str) -> Path:
+        """The model's folder, as the manifest names it now."""
+        try:
+            manifest = await anyio.to_thread.run_sync(read_manifest, self.models_dir)
+        except LOAD_ERRORS as exc:
+            raise self._failed(name, f"cannot read {self.models_dir}/manifest.json: {first_line(exc)}") from exc
+        entry = next((e for e in manifest.models if e.name == name), None)
+        if entry is None:
+            raise UnknownModel(name, [e.name for e in manifest.models])
+        return self.models_dir / entry.path
+
+    async def _open(self, name: str, folder: Path) -> LoadedModel:
+        """Card and checksum read here, graph checked and warmed up by the executor, where the session will run."""
+        self.stamps[name] = await anyio.to_thread.run_sync(folder_stamp, folder)  # before the files are read
+        card, path = await anyio.to_thread.run_sync(verified_card, folder)
+        key = f"{name}#{next(self._keys)}"
+        providers = await self.executor.open(key, path, card)
+        model = LoadedModel(
+            name=name,
+            card=card,
+            key=key,
+            executor=self.executor,
+            providers=providers,
+            revision=card.file_sha256[:12],
+            loaded_at=time.time(),
+            observe_run=self._observers.inference(name),
+        )
+        if self._config.batching:
+            model.batcher = Batcher(
+                model.call,
+                max_batch=self._config.max_batch_size,
+                max_delay_s=self._config.batch_delay_ms / 1000,
+                observe=self._observers.batch(name),
+            )
+        log.info("model %s v%s (%s) loaded on %s", name, card.version, model.revision, ", ".join(providers))
+        return model
+
+    def _failed(self, name: str, reason: str) -> ModelLoadFailed:
+        """The error a failed load answers; the version serving, if any, goes on serving."""
+        log.error("model %s failed to load: %s", name, reason)
+        self._last_failure[name] = reason
+        self._observers.load(name, False)
+        old = self.models.get(name)
+        if old is None:
+            self.models[name] = LoadedModel(name=name, error=reason)
+        serving = f"; version {old.card.version} ({old.revision}) still serves" if old and old.available else ""
+        return ModelLoadFailed(f"Model {name!r} failed to load: {reason}{serving}.")
+
+    def _serve(self, model: LoadedModel) -> None:
+        """Swap the model in (one dict assignment: the next request gets it), and retire the one it replaces."""
+        old = self.models.get(model.name)
+        self.models[model.name] = model
+        self._observers.serving(model.name, model.card.version if model.available else None, model.revision)
+        if old is not None and old.available:
+            old.retire(lambda: self.get(model.name))
+            task = asyncio.create_task(old.close_when_idle())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
 
-def load_registry(
-    models_dir: Path,
-    *,
-    default_model: str,
-    config: RuntimeConfig = RuntimeConfig(),
-    observers: Observers | None = None,
+async def start_executor(config: RuntimeConfig, providers: list[str]) -> Executor:
+    """A model process when asked for and the models run on CPU; else (or if it cannot start) worker threads."""
+    if config.model_process and providers == [CPU]:
+        process = ModelProcess(providers, config.intra_op_threads, config.inter_op_threads)
+        process.start()
+        try:
+            await process.started()
+        except ModelProcessLost as exc:
+            log.error("%s: calling the models from worker threads instead", exc)
+            process.close()
+        else:
+            return process
+    return InThreads(providers, session_options(config.intra_op_threads, config.inter_op_threads))
+
+
+async def load_registry(
+    models_dir: Path, *, default_model: str, config: RuntimeConfig, observers: Observers | None = None
 ) -> Registry:
     """Every model in the manifest; raises StartupError when the default model is not among the loaded ones."""
     try:
         manifest = read_manifest(models_dir)
     except (OSError, ValidationError) as exc:
-        raise StartupError(f"cannot read {models_dir}/manifest.json: {str(exc).splitlines()[0]}") from exc
+        raise StartupError(f"cannot read {models_dir}/manifest.json: {first_line(exc)}") from exc
     try:
         providers = requested_providers(config.provider, strict=config.strict_provider)
     except ModelLoadError as exc:
         raise StartupError(str(exc)) from exc
-    options = session_options(config.intra_op_threads, config.inter_op_threads)
-    models = {e.name: load_model(e.name, models_dir / e.path, providers, options) for e in manifest.models}
-    process = start_model_process(models, config) if config.model_process and providers == [CPU] else None
-    for model in models.values():
+    observers = observers or Observers(inference=lambda _: _ignore, batch=lambda _: _ignore)
+    registry = Registry(models_dir, default_model, await start_executor(config, providers), config, observers)
+    for entry in manifest.models:
+        registry.models[entry.name] = model = await registry.opened_or_failed(entry.name, models_dir / entry.path)
         if model.available:
-            model.process = process
-        if observers is not None:
-            model.observe_run = observers.inference(model.name)
-        if config.batching and model.available:
-            model.batcher = Batcher(
-                model.call,
-                max_batch=config.max_batch_size,
-                max_delay_s=config.batch_delay_ms / 1000,
-                observe=observers.batch(model.name) if observers else None,
-            )
-    default = models.get(default_model)
+            observers.serving(entry.name, model.card.version if model.card else None, model.revision)
+    default = registry.models.get(default_model)
     if default is None or not default.available:
-        reason = default.error if default else f"not in the manifest (models: {', '.join(models)})"
+        await registry.close()
+        reason = default.error if default else f"not in the manifest (models: {', '.join(registry.models)})"
         raise StartupError(f"default model {default_model!r} cannot be served: {reason}")
-    return Registry(models=models, default_model=default_model, process=process)
-
-
-def start_model_process(models: dict[str, LoadedModel], config: RuntimeConfig) -> ModelProcess | None:
-    """The available models opened again in a child process (see app.runtime.process); None, with the reason
-    logged, if it cannot start: the models are then called from worker threads."""
-    files = {m.name: m.path for m in models.values() if m.available and m.path is not None}
-    if not files:
-        return None
-    process = ModelProcess(files, [CPU], config.intra_op_threads, config.inter_op_threads)
-    process.start()
-    try:
-        process.wait_ready()
-    except ModelProcessLost as exc:
-        log.error("%s: calling the models from worker threads instead", exc)
-        process.close()
-        return None
-    return process
+    return registry

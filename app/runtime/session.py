@@ -77,3 +77,13 @@ def warm_up(session: ort.InferenceSession, batch_sizes: Sequence[int] = (1, 8)) 
     """Run the graph once per batch size so the first request pays no allocation cost."""
     for size in batch_sizes:
         session.run(None, {INPUT_NAME: np.zeros((size, 28, 28, 1), dtype=np.float32)})
+
+
+def open_checked_session(
+    path: Path, providers: Sequence[str], options: ort.SessionOptions, card: ModelCard
+) -> ort.InferenceSession:
+    """A session on the file whose graph matches its card, warmed up: what a model must pass before it serves."""
+    session = open_session(path, providers, options)
+    check_signature(session, card)
+    warm_up(session)
+    return session

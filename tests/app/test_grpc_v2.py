@@ -188,16 +188,43 @@ def test_request_id_is_echoed_or_made_up(stub: service_pb2_grpc.GRPCInferenceSer
 
 
 def test_what_is_not_offered_is_unimplemented(client: triton.InferenceServerClient) -> None:
-    for call in (client.get_inference_statistics, client.get_model_repository_index):
-        with pytest.raises(InferenceServerException) as caught:
-            call()
-        assert status_of(caught.value) == "StatusCode.UNIMPLEMENTED"
+    with pytest.raises(InferenceServerException) as caught:
+        client.get_inference_statistics()
+    assert status_of(caught.value) == "StatusCode.UNIMPLEMENTED"
     request = triton.InferInput("image", [1, 28, 28, 1], "UINT8")
     request.set_data_from_numpy(np.zeros((1, 28, 28, 1), np.uint8))
     with pytest.raises(InferenceServerException) as caught:
         client.infer("cnn", [request], outputs=[triton.InferRequestedOutput("probabilities", class_count=3)])
     assert status_of(caught.value) == "StatusCode.UNIMPLEMENTED"
     assert "classification extension" in caught.value.message()
+
+
+def test_the_model_repository_over_grpc(
+    client: triton.InferenceServerClient, stub: service_pb2_grpc.GRPCInferenceServiceStub
+) -> None:
+    """tritonclient.grpc's repository calls, as over REST: index, unload, load again, refusals with their codes."""
+    index = {m["name"]: m for m in client.get_model_repository_index(as_json=True)["models"]}
+    assert set(index) == {"svm", "softmax", "lenet", "cnn"}
+    assert index["lenet"]["state"] == "READY"
+    assert index["lenet"]["version"] == "1"
+    client.unload_model("lenet")
+    assert not client.is_model_ready("lenet")
+    unloaded = {m["name"]: m for m in client.get_model_repository_index(as_json=True)["models"]}["lenet"]
+    assert (unloaded["state"], unloaded["reason"]) == ("UNAVAILABLE", "unloaded")
+    ready = stub.RepositoryIndex(service_pb2.RepositoryIndexRequest(ready=True)).models
+    assert {m.name for m in ready} == {"svm", "softmax", "cnn"}
+    client.load_model("lenet")
+    assert client.is_model_ready("lenet")
+    refusals = [
+        (lambda: client.unload_model("cnn"), "StatusCode.FAILED_PRECONDITION"),  # the default model
+        (lambda: client.load_model("nope"), "StatusCode.NOT_FOUND"),
+        (lambda: client.load_model("lenet", config='{"max_batch_size": 8}'), "StatusCode.INVALID_ARGUMENT"),
+    ]
+    for call, status in refusals:
+        with pytest.raises(InferenceServerException) as caught:
+            call()
+        assert status_of(caught.value) == status
+    assert client.is_model_ready("cnn")
 
 
 def test_grpc_calls_are_counted(client: triton.InferenceServerClient, grpc_server: tuple[str, str]) -> None:

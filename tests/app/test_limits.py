@@ -83,14 +83,14 @@ def test_cors_allows_configured_origins(keyed: TestClient) -> None:
 
 
 def test_slow_requests_time_out_with_a_json_504(monkeypatch: pytest.MonkeyPatch, mnist_sample: Mnist) -> None:
-    from app.runtime import registry
+    from app.runtime import executor
 
-    def slow_run(self, images, outputs):  # type: ignore[no-untyped-def]
+    def slow_run(session, images, outputs):  # type: ignore[no-untyped-def]
         time.sleep(1.0)
-        return original(self, images, outputs)
+        return original(session, images, outputs)
 
-    original = registry.LoadedModel.run
-    monkeypatch.setattr(registry.LoadedModel, "run", slow_run)
+    original = executor.run_session
+    monkeypatch.setattr(executor, "run_session", slow_run)
     settings = Settings(models_dir=MODELS_DIR, request_timeout_s=0.2, batching=False, model_process=False)
     with TestClient(create_app(settings)) as client:
         response = client.post("/predict", files={"file": encode(mnist_sample.test.images[0])})

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import inspect
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
@@ -7,6 +9,9 @@ from pydantic import ValidationError
 
 from app.cpus import CpuShare
 from app.main import runtime_config
+from app.preprocess import Limits
+from app.runtime.batcher import Batcher
+from app.runtime.registry import RuntimeConfig
 from app.settings import Settings
 
 
@@ -67,3 +72,23 @@ def test_threads_follow_the_container_quota_not_the_node() -> None:
     assert (config.model_process, config.intra_op_threads) == (True, 1)
     config = runtime_config(Settings(model_process=False), CpuShare(cores=64, affinity=64, quota=2.0))
     assert config.intra_op_threads == 2
+
+
+def test_the_runtime_takes_every_value_from_settings() -> None:
+    """RuntimeConfig and Batcher have no defaults of their own (one used to disagree: a 2 ms batch delay against the
+    service's 0), so a setting has one source: Settings."""
+    assert all(f.default is MISSING and f.default_factory is MISSING for f in fields(RuntimeConfig))
+    batcher = inspect.signature(Batcher).parameters
+    assert batcher["max_batch"].default is batcher["max_delay_s"].default is inspect.Parameter.empty
+    settings = Settings(model_process=False)
+    config = runtime_config(settings, CpuShare(cores=2, affinity=2, quota=None))
+    assert (config.max_batch_size, config.batch_delay_ms, config.batching) == (
+        settings.max_batch_size,
+        settings.batch_delay_ms,
+        settings.batching,
+    )
+
+
+def test_the_defaults_kept_outside_settings_agree_with_it() -> None:
+    """preprocess.Limits keeps a default so that preprocess(data) runs on its own (tests, benchmarks): the service's."""
+    assert Limits().max_pixels == Settings().max_image_pixels

@@ -170,7 +170,7 @@ def test_a_failure_outside_the_model_call_fails_its_batch_not_the_batcher() -> N
             raise RuntimeError("metrics backend down")
 
     async def scenario() -> tuple[object, object]:
-        batcher = Batcher(Recorder(), observe=observe)
+        batcher = Batcher(Recorder(), max_batch=64, max_delay_s=0.002, observe=observe)
         # Without the guard the worker dies: both calls would wait forever, hence the (generous) timeouts.
         first = await asyncio.gather(asyncio.wait_for(batcher.infer(images(1.0), ["x"]), 5), return_exceptions=True)
         second = await asyncio.wait_for(batcher.infer(images(2.0), ["x"]), timeout=5)
@@ -194,7 +194,7 @@ def test_an_unavailable_model_fails_the_whole_batch_at_once() -> None:
         raise ModelRestarting("the model process stopped; try again.")
 
     async def scenario() -> list[object]:
-        batcher = Batcher(lost, max_batch=8)
+        batcher = Batcher(lost, max_batch=8, max_delay_s=0.002)
         try:
             return await asyncio.gather(*(batcher.infer(images(0.1), ["y"]) for _ in range(4)), return_exceptions=True)
         finally:

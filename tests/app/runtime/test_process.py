@@ -4,11 +4,13 @@ fails only the calls it held: the next call starts a new one."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -17,8 +19,12 @@ import onnxruntime as ort
 import pytest
 
 from app import errors
+from app.cards import read_card
+from app.main import runtime_config
+from app.runtime.messages import Answer, Failed, Open, Ready, Run, StartFailed
 from app.runtime.process import ModelProcess, ModelProcessError, ModelProcessLost, _serve
-from app.runtime.registry import RuntimeConfig, load_registry
+from app.runtime.registry import load_registry
+from app.settings import Settings
 from tests.helpers import MODELS_DIR
 from training.data import Mnist
 
@@ -27,9 +33,15 @@ CNN = MODELS_DIR / "cnn" / "model.onnx"
 
 @pytest.fixture
 def process() -> Iterator[ModelProcess]:
-    process = ModelProcess({"cnn": CNN}, ["CPUExecutionProvider"], intra_op_threads=1, inter_op_threads=1)
+    """A model process holding cnn under the key "cnn"."""
+    process = ModelProcess(["CPUExecutionProvider"], intra_op_threads=1, inter_op_threads=1)
     process.start()
-    process.wait_ready()
+
+    async def opened() -> list[str]:
+        await process.started()
+        return await process.open("cnn", CNN, read_card(CNN.parent))
+
+    assert asyncio.run(opened()) == ["CPUExecutionProvider"]
     yield process
     process.close()
 
@@ -94,11 +106,15 @@ def test_a_lost_process_fails_its_calls_and_the_next_call_starts_another(
 
 
 def test_the_registry_calls_its_models_in_the_process_and_says_503_while_it_is_lost(mnist_sample: Mnist) -> None:
-    registry = load_registry(MODELS_DIR, default_model="cnn", config=RuntimeConfig(provider="cpu", model_process=True))
-    assert registry.process is not None
-    model = registry.get("cnn")
+    # Forced on: runtime_config turns the process off on a machine with fewer than two cores.
+    config = replace(runtime_config(Settings(provider="cpu", intra_op_threads=1)), model_process=True)
 
     async def scenario() -> None:
+        registry = await load_registry(MODELS_DIR, default_model="cnn", config=config)
+        assert registry.process is not None
+        # The worker holds no session of the models its process runs (it used to keep a second copy of each).
+        assert not [o for o in gc.get_objects() if isinstance(o, ort.InferenceSession)]
+        model = registry.get("cnn")
         assert (await model.infer(images(mnist_sample, 2), ["probabilities"]))["probabilities"].shape == (2, 10)
         call = asyncio.ensure_future(model.call(np.zeros((4000, 28, 28, 1), np.float32), ["probabilities"]))
         await asyncio.sleep(0.1)
@@ -107,9 +123,9 @@ def test_the_registry_calls_its_models_in_the_process_and_says_503_while_it_is_l
             await call
         assert (await model.infer(images(mnist_sample, 1), ["probabilities"]))["probabilities"].shape == (1, 10)
         await registry.close()
+        assert registry.process._process is None
 
     asyncio.run(scenario())
-    assert registry.process._process is None  # type: ignore[union-attr]
 
 
 def test_close_stops_the_child(process: ModelProcess) -> None:
@@ -152,16 +168,17 @@ def test_a_lost_process_is_replaced_at_once_and_is_not_ready_meanwhile(
     asyncio.run(asyncio.wait_for(scenario(), 120))
 
 
-def serve_in_this_process(models: dict[str, Path], talk: Callable[[Connection], list[tuple]]) -> list[tuple]:
+def serve_in_this_process(models: dict[str, Path], talk: Callable[[Connection], list[object]]) -> list[object]:
     """The child's loop (`_serve`) run right here, in the main thread as in the child, with `talk` as the parent in
     another thread: what the child answered. Run in-process so that what it does is seen, not only its answers."""
     parent, child = multiprocessing.Pipe()
-    answers: list[tuple] = []
+    answers: list[object] = []
     parent_side = threading.Thread(target=lambda: answers.extend(talk(parent)))
     sigint = signal.getsignal(signal.SIGINT)
+    opens = [Open(key, path, read_card(MODELS_DIR / key)) for key, path in models.items()]
     parent_side.start()
     try:
-        _serve(child, models, ["CPUExecutionProvider"], 1, 1)
+        _serve(child, opens, ["CPUExecutionProvider"], 1, 1)
     finally:
         signal.signal(signal.SIGINT, sigint)
         parent_side.join(30)
@@ -171,48 +188,48 @@ def serve_in_this_process(models: dict[str, Path], talk: Callable[[Connection], 
 def test_the_child_answers_calls_in_order_and_one_bad_call_fails_alone(mnist_sample: Mnist) -> None:
     x = images(mnist_sample, 3)
 
-    def talk(parent: Connection) -> list[tuple]:
+    def talk(parent: Connection) -> list[object]:
         answers = [parent.recv()]  # ready, once the sessions are open
-        parent.send(("cnn", x, ("probabilities",)))
-        parent.send(("cnn", np.zeros((1, 27, 27, 1), np.float32), ("probabilities",)))
-        parent.send(("cnn", x[:1], ("logits", "probabilities")))
+        parent.send(Run("cnn", x, ("probabilities",)))
+        parent.send(Run("cnn", np.zeros((1, 27, 27, 1), np.float32), ("probabilities",)))
+        parent.send(Run("cnn", x[:1], ("logits", "probabilities")))
         answers += [parent.recv() for _ in range(3)]
         parent.close()  # the child reads end-of-file and returns
         return answers
 
     ready, first, bad, last = serve_in_this_process({"cnn": CNN}, talk)
-    assert ready == ("ready", None, 0.0)
+    assert ready == Ready()
     session = ort.InferenceSession(str(CNN), providers=["CPUExecutionProvider"])
-    assert first[0] == "ok"
-    assert list(first[1]) == ["probabilities"]
-    np.testing.assert_allclose(first[1]["probabilities"], session.run(["probabilities"], {"image": x})[0], atol=1e-6)
-    assert first[2] > 0
-    status, detail, seconds = bad
-    assert (status, seconds) == ("error", 0.0)
-    assert detail.startswith(("InvalidArgument: ", "Fail: ", "RuntimeException: "))
-    assert "image" in detail
-    assert "\n" not in detail
-    assert last[0] == "ok"
-    assert list(last[1]) == ["logits", "probabilities"]  # each value under its own name
-    np.testing.assert_allclose(last[1]["logits"], session.run(["logits"], {"image": x[:1]})[0], atol=1e-5)
+    assert isinstance(first, Answer)
+    assert list(first.values) == ["probabilities"]
+    np.testing.assert_allclose(
+        first.values["probabilities"], session.run(["probabilities"], {"image": x})[0], atol=1e-6
+    )
+    assert first.seconds > 0
+    assert isinstance(bad, Failed)
+    assert bad.error.startswith(("InvalidArgument: ", "Fail: ", "RuntimeException: "))
+    assert "image" in bad.error
+    assert "\n" not in bad.error
+    assert isinstance(last, Answer)
+    assert list(last.values) == ["logits", "probabilities"]  # each value under its own name
+    np.testing.assert_allclose(last.values["logits"], session.run(["logits"], {"image": x[:1]})[0], atol=1e-5)
 
 
 def test_a_child_that_cannot_open_its_models_says_why_and_stops(tmp_path: Path) -> None:
     broken = tmp_path / "model.onnx"
     broken.write_bytes(b"not onnx")
-    answers = serve_in_this_process({"cnn": broken}, lambda parent: [parent.recv()])
-    [(status, detail, seconds)] = answers
-    assert (status, seconds) == ("failed", 0.0)
-    assert detail
-    assert "\n" not in detail
+    [answer] = serve_in_this_process({"cnn": broken}, lambda parent: [parent.recv()])
+    assert isinstance(answer, StartFailed)
+    assert answer.error
+    assert "\n" not in answer.error
 
 
 def test_the_child_ignores_ctrl_c_which_reaches_the_whole_process_group() -> None:
-    def talk(parent: Connection) -> list[tuple]:
-        answers = [parent.recv(), (signal.getsignal(signal.SIGINT),)]
+    def talk(parent: Connection) -> list[object]:
+        answers = [parent.recv(), signal.getsignal(signal.SIGINT)]
         parent.close()
         return answers
 
-    ready, (handler,) = serve_in_this_process({"cnn": CNN}, talk)
-    assert ready[0] == "ready"
+    ready, handler = serve_in_this_process({"cnn": CNN}, talk)
+    assert ready == Ready()
     assert handler == signal.SIG_IGN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from pathlib import Path
@@ -10,12 +11,21 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.runtime.registry import RuntimeConfig, StartupError, load_registry
+from app.main import create_app, runtime_config
+from app.runtime.registry import Registry, RuntimeConfig, StartupError, load_registry
 from app.runtime.session import requested_providers
 from app.settings import Settings
 from tests.helpers import MODELS_DIR, encode
 from training.data import Mnist
+
+
+def config(**settings: object) -> RuntimeConfig:
+    """The runtime configuration of these settings (their defaults: Settings'), models in worker threads."""
+    return runtime_config(Settings(**{"model_process": False, **settings}))  # type: ignore[arg-type]
+
+
+def loaded(models_dir: Path, default_model: str, **settings: object) -> Registry:
+    return asyncio.run(load_registry(models_dir, default_model=default_model, config=config(**settings)))
 
 
 @pytest.fixture
@@ -31,10 +41,11 @@ def models_dir(tmp_path: Path) -> Path:
 
 
 def test_loads_every_model_in_the_manifest(models_dir: Path) -> None:
-    registry = load_registry(models_dir, default_model="svm", config=RuntimeConfig(provider="cpu"))
+    registry = loaded(models_dir, "svm", provider="cpu")
     assert list(registry.models) == ["svm", "softmax"]
     assert registry.unavailable == {}
-    outputs = registry.get("softmax").run(np.zeros((3, 28, 28, 1), np.float32), ["probabilities", "evidence"])
+    model = registry.get("softmax")
+    outputs = asyncio.run(model.infer(np.zeros((3, 28, 28, 1), np.float32), ["probabilities", "evidence"]))
     assert outputs["probabilities"].shape == (3, 10)
     assert outputs["evidence"].shape == (3, 10, 28, 28)
 
@@ -71,24 +82,24 @@ def test_a_broken_model_is_unavailable_and_the_others_serve(
 
 def test_a_card_that_does_not_validate_makes_the_model_unavailable(models_dir: Path) -> None:
     (models_dir / "softmax" / "card.json").write_text('{"name": "softmax"}')
-    registry = load_registry(models_dir, default_model="svm")
+    registry = loaded(models_dir, "svm")
     assert "validation error" in registry.unavailable["softmax"]
 
 
 def test_a_broken_default_model_stops_start_up_with_one_line(models_dir: Path) -> None:
     (models_dir / "svm" / "model.onnx").write_bytes(b"garbage")
     with pytest.raises(StartupError, match=r"^default model 'svm' cannot be served: .*checksum"):
-        load_registry(models_dir, default_model="svm")
+        loaded(models_dir, "svm")
 
 
 def test_an_unlisted_default_model_stops_start_up(models_dir: Path) -> None:
     with pytest.raises(StartupError, match="'cnn' cannot be served: not in the manifest"):
-        load_registry(models_dir, default_model="cnn")
+        loaded(models_dir, "cnn")
 
 
 def test_a_missing_manifest_stops_start_up(tmp_path: Path) -> None:
     with pytest.raises(StartupError, match=r"cannot read .*manifest.json"):
-        load_registry(tmp_path, default_model="cnn")
+        loaded(tmp_path, "cnn")
 
 
 def test_cuda_without_a_gpu_falls_back_to_cpu_with_a_warning(
@@ -100,6 +111,6 @@ def test_cuda_without_a_gpu_falls_back_to_cpu_with_a_warning(
         pytest.skip("this machine has a CUDA build of onnxruntime")
     with caplog.at_level(logging.WARNING):
         assert requested_providers("cuda") == ["CPUExecutionProvider"]
-        registry = load_registry(models_dir, default_model="svm", config=RuntimeConfig(provider="cuda"))
+        registry = loaded(models_dir, "svm", provider="cuda")
     assert "falling back to CPU" in caplog.text
     assert registry.get().providers == ["CPUExecutionProvider"]
