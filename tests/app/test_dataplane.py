@@ -13,7 +13,8 @@ from PIL import Image
 from app.admission import Budget, DecodePool
 from app.dataplane import DataPlane
 from app.errors import BlankImage, InvalidInferenceRequest, UnknownLayer, UnknownModel
-from app.runtime.registry import RuntimeConfig, load_registry
+from app.main import runtime_config
+from app.runtime.registry import load_registry
 from app.settings import Settings
 from app.tensors import TensorInput
 from tests.helpers import MODELS_DIR, encode
@@ -26,8 +27,8 @@ BASE = "https://digits.example/"
 @pytest.fixture(scope="module")
 def dataplane() -> Iterator[DataPlane]:
     settings = Settings(models_dir=MODELS_DIR, token_key="dataplane-test-key", max_batch_images=8)
-    config = RuntimeConfig(batching=False, model_process=False, intra_op_threads=1)
-    registry = load_registry(MODELS_DIR, default_model="cnn", config=config)
+    config = runtime_config(Settings(batching=False, model_process=False, intra_op_threads=1))
+    registry = asyncio.run(load_registry(MODELS_DIR, default_model="cnn", config=config))
     pool = DecodePool(Budget(settings.decode_budget_pixels, 1.0, "decoded pixels", "MNIST_DECODE_BUDGET_PIXELS"), 1)
     yield DataPlane(registry, settings, pool)
     pool.close()
