@@ -21,6 +21,7 @@ Ints = npt.NDArray[np.intp]
 SPECK = 0.05  # a component with less ink than this share of the heaviest one is a speck
 FRAME_BAND, FRAME_COVER = 0.08, 0.9  # a box: ink within 8% of each side of its bounding box along 90% of it,
 FRAME_INSIDE = 0.1  # and little inside (a written digit is a component of its own)
+FRAME_SIDES = 2  # sides so covered: a box that lost a side or two to line removal or a faint print is an U or an L
 BAR = 6  # a component this many times wider than tall is an underline, a rule or what is left of a box
 NEAR_EDGE = 0.03  # share of the long side within which a component is near a side of the page
 SOLID = 0.5  # a component filling this share of its box is a blob (the table beyond the page), not strokes
@@ -125,8 +126,9 @@ def digit_group(
 
 
 def frame_indices(parts: Components, runs: Runs, labels: Ints, shape: tuple[int, int], min_side: int) -> Ints:
-    """The components that are boxes printed on a form: ink along nearly all of each of the four sides of their
-    bounding box and little inside. A 0 or an 8 touches its box's sides only in their middle."""
+    """The components that are boxes printed on a form, or what is left of one: ink along nearly all of at least two
+    sides of their bounding box (an L, an U, the whole box) and little inside. A 0 or an 8 touches its box's sides
+    only in their middle, a 7's stroke leaves its box's right side near the top."""
     sides = np.maximum(parts.bottom - parts.top, parts.right - parts.left)
     frames = []
     for index in np.flatnonzero(sides >= min_side):
@@ -135,7 +137,7 @@ def frame_indices(parts: Components, runs: Runs, labels: Ints, shape: tuple[int,
         band = max(2, round(FRAME_BAND * min(box.shape)))
         edges = (box[:band].any(axis=0), box[-band:].any(axis=0), box[:, :band].any(axis=1), box[:, -band:].any(axis=1))
         hollow = box[band:-band, band:-band].mean() < FRAME_INSIDE if min(box.shape) > 2 * band else False
-        if hollow and min(edge.mean() for edge in edges) >= FRAME_COVER:
+        if hollow and sum(edge.mean() >= FRAME_COVER for edge in edges) >= FRAME_SIDES:
             frames.append(index)
     return np.array(frames, dtype=np.intp)
 

@@ -52,7 +52,7 @@ def paper_ink(image: Image.Image) -> Gray | None:
     rgb = working_rgb(image)
     luminance = rgb @ LUMA
     paper = float(np.median(_border(luminance)))
-    if paper < 0.5:  # light ink on a dark ground: not a photo of paper
+    if paper < 0.5 and _is_dark_ground(luminance):  # light ink on a dark ground: not a photo of paper
         return None
     if paper >= WHITE and np.count_nonzero(luminance >= WHITE) * 2 > luminance.size:  # a drawing on white
         return None
@@ -64,6 +64,12 @@ def paper_ink(image: Image.Image) -> Gray | None:
 def _may_be_paper(image: Image.Image) -> bool:
     transparent = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
     return max(image.size) >= MIN_SIDE and not transparent and image.mode not in ("I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _is_dark_ground(luminance: Gray) -> bool:
+    """Most of the picture dark, not only its border: a photo of paper under a strong vignette has a dark border and
+    a light middle (every 4th pixel: the median of 7,000 costs ~0.1 ms)."""
+    return float(np.median(luminance[::4, ::4])) < 0.5
 
 
 def _border(values: Gray) -> Gray:

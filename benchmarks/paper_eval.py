@@ -148,6 +148,37 @@ def paper_stage_ms(repeats: int = 15) -> dict[str, float]:
     return {name: _median_ms(run, repeats) for name, run in timers.items()}
 
 
+def small_photo(digit: np.ndarray, *, size: tuple[int, int], spacing: int) -> bytes:
+    """A JPEG of a dark digit on light paper under a gradient, squared every `spacing` px (0: plain paper)."""
+    width, height = size
+    page = np.full((height, width), 238, np.float32) * np.linspace(1.0, 0.85, width, dtype=np.float32)[None, :]
+    if spacing:
+        page[spacing // 2 :: spacing] *= 0.8
+        page[:, spacing // 2 :: spacing] *= 0.8
+    side = min(size) * 2 // 3
+    alpha = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255
+    top, left = (height - side) // 2, (width - side) // 2
+    page[top : top + side, left : left + side] *= 1 - 0.85 * alpha
+    buffer = io.BytesIO()
+    Image.fromarray(page.astype(np.uint8)).convert("RGB").save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def small_photos_ms(repeats: int = 50) -> dict[str, float]:
+    """Median times (ms, one thread) of the whole preparation of small photos, with and without the paper stage:
+    what the stage costs the uploads that are not phone photos of notebooks."""
+    digit = load_mnist(verify=False).test.images[0]
+    photos = {
+        "300x300 plain paper": small_photo(digit, size=(300, 300), spacing=0),
+        "128x96 squared paper": small_photo(digit, size=(128, 96), spacing=12),
+    }
+    timings = {}
+    for name, data in photos.items():
+        timings[f"{name}, main's chain"] = _median_ms(lambda data=data: before(decode_image(data)), repeats)
+        timings[f"{name}, with the paper stage"] = _median_ms(lambda data=data: preprocess(data), repeats)
+    return timings
+
+
 def _median_ms(run: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -213,10 +244,10 @@ def main() -> None:
             evaluate_set(name, session, detector.threshold, test.images[chosen], test.labels[chosen], args.seed)
         )
         print_set(results[-1])
-    timings = {} if args.no_timing else paper_stage_ms()
-    print("\n4000x3000 JPEG, one core, median ms:")
+    timings = {} if args.no_timing else paper_stage_ms() | small_photos_ms()
+    print("\n4000x3000 JPEG (median of 15) and small photos (median of 50), one core, ms:")
     for name, ms in timings.items():
-        print(f"  {name:<36}{ms:>8.1f}")
+        print(f"  {name:<44}{ms:>8.1f}")
     if args.json:
         args.json.write_text(json.dumps({"seed": args.seed, "sets": results, "timings_ms": timings}, indent=1))
 

@@ -110,3 +110,45 @@ def test_components_are_8_connected_and_the_digit_is_the_heaviest_group() -> Non
     assert digit[10:30, 10:14].all()
     assert digit[31, 15]
     assert not digit[55:57, 55:57].any()
+
+
+def boxed_digit_photo(
+    digit: np.ndarray, *, sides: tuple[str, ...] = ("top", "bottom", "left", "right"), vignette: float = 0.0
+) -> Image.Image:
+    """A 384x288 photo of a digit written in a form's 100 px box (2 px dark grey lines at rows and columns 94-195
+    and 142-243) with only `sides` of the box printed; the light falls to 1 - vignette at the corners."""
+    page = np.full((288, 384, 3), 240, np.float32)
+    lines = {"top": (slice(94, 96), slice(142, 244)), "bottom": (slice(194, 196), slice(142, 244))}
+    lines |= {"left": (slice(94, 196), slice(142, 144)), "right": (slice(94, 196), slice(242, 244))}
+    for side in sides:
+        page[lines[side]] = 110
+    alpha = np.asarray(Image.fromarray(digit).resize((84, 84), Image.Resampling.BICUBIC), np.float32)[..., None] / 255
+    page[102:186, 151:235] *= 1 - alpha + alpha * np.array((20, 30, 70), np.float32) / 255  # navy ink
+    rows, columns = np.mgrid[0:288, 0:384]
+    distance = np.hypot(rows / 288 - 0.5, columns / 384 - 0.5) / np.hypot(0.5, 0.5)  # 1 at the corners
+    page *= (1 - vignette * distance**2)[..., None]
+    return Image.fromarray(np.clip(page, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    "sides",
+    [("top", "bottom", "left", "right"), ("bottom", "left", "right"), ("top", "left"), ("bottom", "right")],
+    ids=["whole box", "open at the top", "an L", "an L the other way"],
+)
+def test_the_box_round_a_digit_is_left_out_even_with_sides_missing(sides: tuple[str, ...], mnist_sample: Mnist) -> None:
+    digit = mnist_sample.test.images[1]
+    ink = paper_ink(boxed_digit_photo(digit, sides=sides))
+    assert ink is not None
+    assert ink[102:186, 151:235].max() > 0.5, "the digit is lost"
+    ink[100:188, 149:237] = 0  # the digit's square, with a margin
+    assert ink.max() < 0.2, "a side of the box is kept with the digit"
+
+
+def test_a_photo_with_a_dark_vignette_is_paper_not_light_ink_on_a_dark_ground(mnist_sample: Mnist) -> None:
+    digit = mnist_sample.test.images[2]
+    image = boxed_digit_photo(digit, sides=(), vignette=0.9)
+    border = np.concatenate([np.asarray(image.convert("L"))[0], np.asarray(image.convert("L"))[:, 0]])
+    assert np.median(border) < 110, "the test's premise: the border is darker than mid-grey"
+    assert paper_ink(image) is not None
+    prepared = preprocess(encode(image, "JPEG", quality=85)).astype(float)
+    assert np.corrcoef(prepared.ravel(), digit.ravel().astype(float))[0, 1] > 0.8
