@@ -440,6 +440,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The servers run in sessions of their own (serve): on SIGTERM (`timeout`, a CI stop) unwind, so that each one's
+    # `finally` stops it, instead of dying at once and leaving them running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if not shutil.which("wrk"):
         print("wrk is not installed: `apt-get install wrk` (Debian) and run again", file=sys.stderr)
         return 2
