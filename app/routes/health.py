@@ -5,9 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.deps import RegistryDep
+from app.runtime.registry import Registry
 from app.schemas import Health
 
 router = APIRouter(prefix="/health", tags=["health"])
+
+
+def takes_work(request: Request, registry: Registry) -> bool:
+    """Whether a balancer should send this process requests: not stopping, no model process restarting, and the
+    default model serving. /health/ready and the V2 /v2/health/ready (KServe's readiness probe) answer the same."""
+    draining = getattr(request.app.state, "draining", False)
+    return not draining and not registry.restarting and registry.models[registry.default_model].available
 
 
 @router.get("/live")

@@ -10,6 +10,7 @@ from app import protocol
 from app.dataplane import PLATFORM, SERVER_NAME, SERVER_VERSION
 from app.deps import DataPlaneDep, RegistryDep
 from app.protocol import ErrorResponse, InferenceResponse, MetadataTensor, ModelMetadata, OutputTensor, ServerMetadata
+from app.routes.health import takes_work
 
 V2_ERROR = {"model": ErrorResponse, "description": 'Protocol error: {"error": message}'}
 ERRORS: dict[int | str, dict[str, object]] = dict.fromkeys((400, 404, 413, 422, 501, 503, 504), V2_ERROR)
@@ -30,8 +31,8 @@ async def server_live() -> dict[str, bool]:
 
 
 @router.get("/health/ready")
-async def server_ready(registry: RegistryDep, response: Response) -> dict[str, bool]:
-    ready = registry.models[registry.default_model].available
+async def server_ready(registry: RegistryDep, request: Request, response: Response) -> dict[str, bool]:
+    ready = takes_work(request, registry)
     response.status_code = 200 if ready else 503
     return {"ready": ready}
 

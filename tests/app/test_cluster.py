@@ -47,10 +47,14 @@ def test_the_drain_follows_the_request_timeout(timeout_s: float, drain_s: int) -
 def test_readiness_turns_false_when_the_service_stops() -> None:
     with TestClient(create_app(Settings(models_dir=MODELS_DIR))) as client:
         assert client.get("/health/ready").status_code == 200
+        assert client.get("/v2/health/ready").json() == {"ready": True}
         client.app.state.draining = True  # type: ignore[attr-defined]
         response = client.get("/health/ready")
         assert (response.status_code, response.json()["status"]) == (503, "draining")
+        v2 = client.get("/v2/health/ready")  # KServe's readiness probe: the same answer
+        assert (v2.status_code, v2.json()) == (503, {"ready": False})
         assert client.get("/health/live").status_code == 200  # draining is not dead: no restart
+        assert client.get("/v2/health/live").status_code == 200
 
 
 @pytest.fixture
