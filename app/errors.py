@@ -20,6 +20,9 @@ ServiceError
 │   └── ModelRestarting    503 model_unavailable (with Retry-After)
 ├── UnknownLayer           404 unknown_layer
 ├── NoTemplates            404 no_templates
+├── UnknownMethod          404 unknown_method
+├── BadTarget              422 bad_target
+├── BadSetting             422 bad_setting
 ├── BadToken               400 bad_token
 ├── Unauthorized           401 unauthorized
 ├── RequestTimedOut        408 request_timeout
@@ -147,6 +150,27 @@ class UnknownLayer(ServiceError):
 class NoTemplates(ServiceError):
     status_code = 404
     code = "no_templates"
+
+
+class UnknownMethod(ServiceError):
+    """An explanation method the service does not know, or does not offer for this model."""
+
+    status_code = 404
+    code = "unknown_method"
+
+
+class BadTarget(ServiceError):
+    """An explanation's target that is not one of the model's classes."""
+
+    status_code = 422
+    code = "bad_target"
+
+
+class BadSetting(ServiceError):
+    """An explanation method's setting out of its range (steps, patch, stride)."""
+
+    status_code = 422
+    code = "bad_setting"
 
 
 class BadToken(ServiceError):

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from app.cards import INPUT_NAME, ModelCard, read_card, read_manifest
 from app.errors import ModelRestarting, ModelUnavailable, UnknownLayer, UnknownModel
 from app.runtime.batcher import Batcher, Observer, Outputs
+from app.runtime.explainer import open_explainer
 from app.runtime.process import ModelProcess, ModelProcessLost
 from app.runtime.session import (
     CPU,
@@ -70,6 +71,7 @@ class LoadedModel:
     batcher: Batcher | None = None
     process: ModelProcess | None = None  # where `call` runs the model; a worker thread when None
     observe_run: Observer | None = None  # (images, seconds) of each ONNX Runtime call
+    explainer: ort.InferenceSession | None = None  # explain.onnx (app.runtime.explainer), in this process
 
     @property
     def available(self) -> bool:
@@ -169,6 +171,7 @@ def load_model(name: str, folder: Path, providers: Sequence[str], options: ort.S
         log.error("model %s is unavailable: %s", name, model.error)
         return model
     model.path, model.session, model.providers = path, session, session.get_providers()
+    model.explainer = open_explainer(folder, model.card, providers, options)
     log.info("model %s v%s loaded on %s", name, model.card.version, ", ".join(model.providers))
     return model
 
