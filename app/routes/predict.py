@@ -115,6 +115,7 @@ def make_prediction(
     best = values.index(max(values))
     is_digit, score = verdict
     threshold = model.card.detector.threshold if model.card.detector else 0.0
+    activations = activations_url(request, model, digit, token_key)
     return Prediction(
         digit=best,
         confidence=values[best],
@@ -124,7 +125,8 @@ def make_prediction(
         detail=None if is_digit else NOT_A_DIGIT.format(score=score, threshold=threshold),
         model=model.name,
         model_version=model.card.version,
-        activations_url=activations_url(request, model, digit, token_key),
+        activations_url=activations,
+        explain_url=activations.replace("/activations?", "/explain?", 1),  # the same token, no second encoding
     )
 
 
