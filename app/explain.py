@@ -184,3 +184,31 @@ def explain(
     else:
         raise UnknownMethod(f"Method {method!r} is not available for model {card.name!r}.")
     return Explanation(attribution, method, target, BASELINES[method], settings, error)
+
+
+def predicted_digits(session: ort.InferenceSession, images: npt.NDArray[np.float32]) -> list[int]:
+    """The most probable digit of each (N, 28, 28) image."""
+    logits = session.run(["logits"], {INPUT_NAME: images[..., np.newaxis]})[0]
+    return [int(k) for k in np.argmax(logits, axis=1)]
+
+
+def explain_images(
+    *,
+    card: ModelCard,
+    session: ort.InferenceSession | None,
+    explainer: ort.InferenceSession | None,
+    images: npt.NDArray[np.float32],
+    method: Method,
+    targets: list[int] | None,
+    options: Options,
+) -> list[Explanation]:
+    """One explanation per (N, 28, 28) image in [0, 1]; targets default to the predicted digits."""
+    if session is None:
+        raise ModelUnavailable(f"Model {card.name!r} is unavailable.")
+    if targets is not None and len(targets) != len(images):
+        raise BadTarget(f"{len(targets)} targets for {len(images)} images; give one per image, or none.")
+    chosen = [check_target(t) for t in targets] if targets is not None else predicted_digits(session, images)
+    return [
+        explain(card=card, session=session, explainer=explainer, image=image, method=method, target=t, options=options)
+        for image, t in zip(images, chosen, strict=True)
+    ]
