@@ -68,8 +68,13 @@ def deletion_scores(
     at_random = rng.permutation(image.size)  # the curve's reference, as in RISE (Petsiuk et al. 2018): any pixel
     curve = list(range(0, image.size + 1, CURVE_STEP))
     batch = np.concatenate(
-        [image[np.newaxis], deleted(image, by_attribution, [TOP]), deleted(image, ink, [TOP]),
-         deleted(image, by_attribution, curve), deleted(image, at_random, curve)]
+        [
+            image[np.newaxis],
+            deleted(image, by_attribution, [TOP]),
+            deleted(image, ink, [TOP]),
+            deleted(image, by_attribution, curve),
+            deleted(image, at_random, curve),
+        ]
     )
     p = probabilities(model, batch)[:, target]
     points = len(curve)
@@ -129,21 +134,33 @@ def evaluate_model(folder: Path, images: npt.NDArray[np.float32], sanity_count: 
             randomised_rank_correlation=round(corr, 3),
             offered=bool(area < random_area and corr < 0.5 and top >= 3 * rand),
         )
-        print(f"{card.name:<8}{method:<22}{results[method].deletion_ratio:>8.1f}x  area {area:.3f} vs random "
-              f"{random_area:.3f}  randomised rank correlation {corr:.3f}  ({time.perf_counter() - started:.0f} s)")
+        print(
+            f"{card.name:<8}{method:<22}{results[method].deletion_ratio:>8.1f}x  area {area:.3f} vs random "
+            f"{random_area:.3f}  randomised rank correlation {corr:.3f}  ({time.perf_counter() - started:.0f} s)"
+        )
     return results
 
 
 def _all_methods(card: ModelCard) -> list[Method]:
-    kinds: list[Method] = ["integrated_gradients", "occlusion", "gradcam"] if card.kind == "cnn" else [
-        "exact", "integrated_gradients", "occlusion"]
+    kinds: list[Method] = (
+        ["integrated_gradients", "occlusion", "gradcam"]
+        if card.kind == "cnn"
+        else ["exact", "integrated_gradients", "occlusion"]
+    )
     return kinds
 
 
-def _map(card: ModelCard, model: ort.InferenceSession, explainer: ort.InferenceSession, image: Map, method: Method,
-         target: int) -> Map:
-    result = explain(card=card, session=model, explainer=explainer, image=image, method=method, target=target,
-                     options=Options())
+def _map(
+    card: ModelCard,
+    model: ort.InferenceSession,
+    explainer: ort.InferenceSession,
+    image: Map,
+    method: Method,
+    target: int,
+) -> Map:
+    result = explain(
+        card=card, session=model, explainer=explainer, image=image, method=method, target=target, options=Options()
+    )
     return result.attribution
 
 
@@ -152,10 +169,13 @@ def record(folder: Path, results: dict[str, MethodFaithfulness], count: int, san
     card = read_card(folder)
     assert card.explain is not None
     order = [m for m in _all_methods(card) if results[m].offered]
-    setup = (f"{count} MNIST test digits (the first), target = predicted digit; sanity on the first {sanity_count};"
-             f" default settings {Options()}; python -m benchmarks.explain_eval")
-    explain_section = card.explain.model_copy(update={"faithfulness": results, "methods": order,
-                                                      "faithfulness_setup": setup})
+    setup = (
+        f"{count} MNIST test digits (the first), target = predicted digit; sanity on the first {sanity_count};"
+        f" default settings {Options()}; python -m benchmarks.explain_eval"
+    )
+    explain_section = card.explain.model_copy(
+        update={"faithfulness": results, "methods": order, "faithfulness_setup": setup}
+    )
     updated = card.model_copy(update={"explain": explain_section})
     write_json(folder / CARD_FILE, updated)
     offered_methods(updated, None)  # the card still validates for the service
