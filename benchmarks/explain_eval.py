@@ -26,7 +26,7 @@ from onnx import numpy_helper
 
 from app.cards import CARD_FILE, INPUT_NAME, MethodFaithfulness, ModelCard, read_card, write_json
 from app.explain import Map, Method, Options, explain, offered_methods
-from training.gradients import explain_model
+from training.gradient_graph import explain_model
 
 TOP = 16
 CURVE_STEP = 49  # pixels deleted between two points of the curve: 16 points to all 784

@@ -22,7 +22,7 @@ from app.cards import (
     read_card,
     write_json,
 )
-from training.gradients import explain_model
+from training.gradient_graph import explain_model
 
 EXPLAIN_FILE = "explain.onnx"
 CNN_METHODS = ["integrated_gradients", "occlusion", "gradcam"]

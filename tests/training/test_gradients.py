@@ -12,7 +12,8 @@ from app.cards import INPUT_GRADIENT, TARGET, TARGET_LOGIT, read_card
 from tests.helpers import MODELS_DIR
 from training.data import Mnist
 from training.explain import check_gradients
-from training.gradients import UnsupportedGraph, explain_model
+from training.gradient_graph import explain_model
+from training.gradients import UnsupportedGraph
 
 
 def tiny_cnn(rng: np.random.Generator, *, pool: int = 2, stride: int = 1, extra: str | None = None) -> onnx.ModelProto:
