@@ -26,6 +26,7 @@ from onnx import numpy_helper
 
 from app.cards import CARD_FILE, INPUT_NAME, MethodFaithfulness, ModelCard, read_card, write_json
 from app.explain import Map, Method, Options, explain, offered_methods
+from training.explain import write_markdown
 from training.gradient_graph import explain_model
 
 TOP = 16
@@ -178,6 +179,7 @@ def record(folder: Path, results: dict[str, MethodFaithfulness], count: int, san
     )
     updated = card.model_copy(update={"explain": explain_section})
     write_json(folder / CARD_FILE, updated)
+    write_markdown(folder, updated)
     offered_methods(updated, None)  # the card still validates for the service
     return updated
 
