@@ -16,6 +16,7 @@ from app.deps import RegistryDep, SettingsDep
 from app.errors import BadSetting, BadTarget
 from app.explain import Explanation, Options, explain_images, offered_methods, resolve_method
 from app.protocol import InferenceResponse, OutputTensor
+from app.routes.docs import ERRORS
 from app.routes.explain import explain_limiter
 from app.routes.v2 import ERRORS as V2_ERRORS
 from app.routes.v2 import model_version
@@ -137,7 +138,7 @@ def v1_images(instances: list[Any], max_batch: int) -> npt.NDArray[np.float32]:
     return (images / scale[:, None, None]).astype(np.float32)
 
 
-@router.post("/v1/models/{name}:explain", responses={400: {"description": "invalid request"}})
+@router.post("/v1/models/{name}:explain", responses=ERRORS)
 async def explain_v1(
     request: Request, registry: RegistryDep, settings: SettingsDep, name: str, body: V1Request
 ) -> V1Response:
