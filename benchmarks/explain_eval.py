@@ -133,7 +133,7 @@ def evaluate_model(folder: Path, images: npt.NDArray[np.float32], sanity_count: 
             deletion_area=round(float(area), 4),
             random_area=round(float(random_area), 4),
             randomised_rank_correlation=round(corr, 3),
-            offered=bool(area < random_area and corr < 0.5 and top >= 3 * rand),
+            offered=bool(area < random_area and corr < 0.5),
         )
         print(
             f"{card.name:<8}{method:<22}{results[method].deletion_ratio:>8.1f}x  area {area:.3f} vs random "
