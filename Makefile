@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MNIST_DIR ?= ../shared/data/mnist
 export MNIST_DIR
 
-.PHONY: install install-dev install-train proto run test check format train evaluate evaluate-paper evaluate-read bench soak slowloris fuzz mutate docker lock clean
+.PHONY: install install-dev install-train proto run test check format train evaluate evaluate-paper evaluate-read explain evaluate-explain bench soak slowloris fuzz mutate docker lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ evaluate: install-train            ## re-measure the committed models: accuracy,
 evaluate-paper: install           ## accuracy on photos of digits on paper, before/after the paper stage (issue 20)
 	$(PY) -m benchmarks.paper_eval
 
+explain: install-dev               ## write each model's gradient graph (explain.onnx), checked by finite differences, into models/
+	$(PY) -m training export-explain --data-dir $(MNIST_DIR)
+
+evaluate-explain: install-dev      ## faithfulness of every explanation method on every model (deletion, randomised weights) -> cards
+	$(PY) -m benchmarks.explain_eval --data-dir $(MNIST_DIR)
+
 evaluate-read: install-dev         ## accuracy of POST /read on numbers composed from MNIST test digits (held-out seed 1)
 	$(PY) -m benchmarks.read_eval --seed 1 --count 1000 --data-dir $(MNIST_DIR)
 
@@ -66,6 +72,7 @@ bench: install-dev                 ## load-test the service against its ceiling 
 	$(PY) -m benchmarks.bench
 	$(PY) -m benchmarks.read_bench
 	$(PY) -m benchmarks.grpc_bench
+	$(PY) -m benchmarks.explain_bench --data-dir $(MNIST_DIR)
 
 soak: install-dev                  ## two minutes of mixed valid and invalid load, then bursts of huge images; checks statuses and memory
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)

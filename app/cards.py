@@ -14,6 +14,13 @@ MANIFEST_FILE = "manifest.json"
 CARD_FILE = "card.json"
 INPUT_NAME = "image"
 INPUT_SHAPE = (-1, 28, 28, 1)
+# explain.onnx: inputs `image` and TARGET (N,) int64; outputs the target's logit, its gradient with respect to the
+# image, and for a CNN the last convolution's ReLU maps and their gradient (Grad-CAM).
+TARGET = "target"
+TARGET_LOGIT = "target_logit"
+INPUT_GRADIENT = "input_gradient"
+GRADCAM_MAPS = "gradcam_maps"
+GRADCAM_GRADIENT = "gradcam_gradient"
 
 
 class _Frozen(BaseModel):
@@ -99,6 +106,47 @@ class Detector(_Frozen):
     test: DetectorRates = Field(description="the MNIST test set and the separate non-digit evaluation set")
 
 
+class GradientCheck(_Frozen):
+    """explain.onnx checked when it was written: its input gradient against central finite differences of
+    model.onnx (on digits with a little noise added, so that no ReLU or max-pool sits exactly on a kink), and
+    integrated gradients' completeness on the plain digits."""
+
+    images: int
+    epsilon: float
+    min_correlation: float = Field(description="lowest correlation of gradient and finite differences over the images")
+    pixels_off: float = Field(description="share of pixels whose difference exceeds 5% of the largest gradient")
+    steps: int = Field(description="integrated gradients' steps for the completeness check")
+    max_completeness_error: float = Field(description="largest |sum(attribution) - (f(x) - f(0))| / |f(x) - f(0)|")
+
+
+class MethodFaithfulness(_Frozen):
+    """How faithful one explanation method is for this model (benchmarks/explain_eval.py)."""
+
+    deletion_ratio: float = Field(
+        description="mean drop of the target's probability when its 16 most attributed pixels are set to 0, over"
+        " the mean drop for 16 random ink pixels"
+    )
+    deletion_area: float = Field(description="area under the target probability as pixels are deleted in order")
+    random_area: float = Field(description="the same area for a random order of the ink pixels")
+    randomised_rank_correlation: float = Field(
+        description="Spearman correlation of the maps with those of the model with random weights (Adebayo 2018)"
+    )
+    offered: bool = Field(description="rank correlation below 0.5 (the sanity check) and deletion area below random")
+
+
+class Explain(_Frozen):
+    """Attribution maps: the gradient graph beside model.onnx and the methods the service offers."""
+
+    file: str = "explain.onnx"
+    file_sha256: str
+    file_bytes: int
+    methods: list[str] = Field(description="the methods offered, the default first")
+    gradcam_layer: str | None = Field(None, description="the convolution whose ReLU maps Grad-CAM weighs")
+    gradient_check: GradientCheck
+    faithfulness: dict[str, MethodFaithfulness] = Field(default_factory=dict)
+    faithfulness_setup: str | None = None
+
+
 class ModelCard(_Frozen):
     name: str
     version: str
@@ -120,6 +168,7 @@ class ModelCard(_Frozen):
     created: str
     calibration: Calibration | None = None
     detector: Detector | None = None
+    explain: Explain | None = None
 
 
 class ManifestEntry(_Frozen):

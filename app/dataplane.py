@@ -12,21 +12,27 @@ import base64
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, TypeVar
 from urllib.parse import quote
 
+import anyio
+import anyio.from_thread
+import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
 from app.admission import DecodePool
 from app.errors import ServiceError, UnknownModel
+from app.explain import Explanation, Forward, Options, check_target, explain_images, offered_methods, resolve_method
 from app.preprocess import Digit, Limits, decoded_pixels, mnist_png_pixels, model_input, open_image, preprocess
 from app.reading import Reading, plan_upload, resolve
 from app.runtime.batcher import Outputs
 from app.runtime.registry import LoadedModel, Registry
 from app.schemas import (
     Activations,
+    AttributionMap,
     BatchItem,
     BatchPrediction,
     ErrorBody,
@@ -48,6 +54,9 @@ Encoding = Literal["json", "base64"]
 # Preparing an image this small costs less than the hop to a decoding thread; larger ones leave the event loop. Above
 # it, photos of paper get cleaned (app.paper: ~4 ms at 128x96), which the event loop must not wait for.
 INLINE_PIXELS = 64 * 64
+# Explanations run ONNX Runtime in worker threads beside the batcher: at most this many at once per worker, so a burst
+# of them queues instead of taking every core from /predict.
+CONCURRENT_EXPLANATIONS = 2
 DECIMALS = 5  # activation maps as JSON: enough for a heatmap, and it keeps the JSON about half as long
 NOT_A_DIGIT = (
     "This does not look like a handwritten digit (digit_score {score:.2f} is below {threshold:.2f}); the digit given is"
@@ -96,12 +105,13 @@ def digit_png(digit: Digit) -> str:
 def make_prediction(
     *, model: LoadedModel, digit: Digit, outputs: Outputs, index: int, base_url: str, token_key: str
 ) -> Prediction:
-    """Image `index` of a model call's outputs as a Prediction; its activations_url under base_url."""
+    """Image `index` of a model call's outputs as a Prediction; its activations_url and explain_url under base_url."""
     assert model.card is not None
     values = outputs["probabilities"][index].tolist()  # Python floats: a numpy call costs more than the list operation
     best = values.index(max(values))
     is_digit, score = digit_verdict(model, outputs, index)
     threshold = model.card.detector.threshold if model.card.detector else 0.0
+    activations = activations_url(base_url, model, digit, token_key)
     return Prediction(
         digit=best,
         confidence=values[best],
@@ -111,8 +121,27 @@ def make_prediction(
         detail=None if is_digit else NOT_A_DIGIT.format(score=score, threshold=threshold),
         model=model.name,
         model_version=model.card.version,
-        activations_url=activations_url(base_url, model, digit, token_key),
+        activations_url=activations,
+        explain_url=activations.replace("/activations?", "/explain?", 1),  # the same token, no second encoding
     )
+
+
+def encoded_map(values: npt.NDArray[np.float32], encoding: Encoding) -> list[list[float]] | str:
+    """A 2-D map as nested lists, or as base64 of little-endian float32."""
+    if encoding == "base64":
+        return base64.b64encode(values.astype("<f4").tobytes()).decode("ascii")
+    rounded: list[list[float]] = np.round(values, DECIMALS).tolist()
+    return rounded
+
+
+def model_forward(model: LoadedModel) -> Forward:
+    """The model as app.explain calls it from a worker thread: each call made on the event loop, where the model
+    runs (its threads or its model process)."""
+
+    def forward(images: npt.NDArray[np.float32], outputs: Sequence[str]) -> Outputs:
+        return anyio.from_thread.run(model.call, images, list(outputs))
+
+    return forward
 
 
 def layer_maps(name: str, maps: npt.NDArray[np.float32], encoding: Encoding) -> LayerMaps:
@@ -165,6 +194,7 @@ class DataPlane:
         self.settings = settings
         self.decode_pool = decode_pool
         self.limits = Limits(max_pixels=settings.max_image_pixels)
+        self._explaining: anyio.CapacityLimiter | None = None
 
     def model(self, name: str | None, version: str | None = None) -> LoadedModel:
         """The named (or default) model, if it serves that version (every bundled model has exactly one)."""
@@ -251,6 +281,85 @@ class DataPlane:
             kind=loaded.card.kind,
             input=digit.tolist(),
             layers=[layer_maps(name, outputs[name][0], encoding) for name in names],
+        )
+
+    async def check_explanation(
+        self, model: str | None, method: str | None, target: int | None, options: Options
+    ) -> None:
+        """Refuse a bad method, target or setting before any image work."""
+        loaded = self.model(model)
+        assert loaded.card is not None
+        explainer = await anyio.to_thread.run_sync(lambda: loaded.explainer)  # opened at the first explanation
+        resolve_method(offered_methods(loaded.card, explainer), method, loaded.name)
+        if target is not None:
+            check_target(target)
+        options.check()
+
+    async def explain_images(
+        self,
+        loaded: LoadedModel,
+        images: npt.NDArray[np.float32],
+        *,
+        method: str | None,
+        targets: list[int] | None,
+        options: Options,
+    ) -> list[Explanation]:
+        """Attribution maps of (N, 28, 28) images in [0, 1] (app.explain), off the event loop; targets default to
+        the predicted digits."""
+        assert loaded.card is not None
+        explainer = await anyio.to_thread.run_sync(lambda: loaded.explainer)  # opened at the first explanation
+        chosen = resolve_method(offered_methods(loaded.card, explainer), method, loaded.name)
+        work = partial(
+            explain_images,
+            card=loaded.card,
+            forward=model_forward(loaded),
+            explainer=explainer,
+            images=images,
+            method=chosen,
+            targets=targets,
+            options=options.check(),
+        )
+        if self._explaining is None:  # made on the event loop, where it is used
+            self._explaining = anyio.CapacityLimiter(CONCURRENT_EXPLANATIONS)
+        return await anyio.to_thread.run_sync(work, limiter=self._explaining, abandon_on_cancel=True)
+
+    async def explain(
+        self,
+        image: bytes | str,
+        *,
+        model: str | None,
+        method: str | None,
+        target: int | None,
+        options: Options,
+        base_url: str,
+        encoding: Encoding,
+    ) -> AttributionMap:
+        """The prediction and the attribution map of an upload (bytes) or of the digit in a prediction's token (str);
+        the target defaults to the predicted digit."""
+        await self.check_explanation(model, method, target, options)
+        loaded = self.model(model)
+        assert loaded.card is not None
+        digit = decode_token(image, self.settings.token_key) if isinstance(image, str) else await self.prepare(image)
+        batch = model_input(digit[np.newaxis])
+        outputs = await loaded.infer(batch, wanted_outputs(loaded))
+        prediction = make_prediction(
+            model=loaded, digit=digit, outputs=outputs, index=0, base_url=base_url, token_key=self.settings.token_key
+        )
+        targets = [prediction.digit if target is None else target]
+        [result] = await self.explain_images(loaded, batch[..., 0], method=method, targets=targets, options=options)
+        return AttributionMap(
+            prediction=prediction,
+            method=result.method,
+            target=result.target,
+            baseline=result.baseline,
+            settings=result.settings,
+            completeness_error=result.completeness_error,
+            methods=list(offered_methods(loaded.card, loaded.explainer)),
+            min=float(result.attribution.min()),
+            max=float(result.attribution.max()),
+            encoding=encoding,
+            attribution=encoded_map(result.attribution, encoding),
+            input=digit.tolist(),
         )
 
     async def read_number(self, data: bytes, *, model: str | None, base_url: str) -> NumberReading:

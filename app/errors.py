@@ -25,6 +25,9 @@ ServiceError
 ├── UnknownLayer           404 unknown_layer
 ├── NoTemplates            404 no_templates
 ├── InvalidInferenceRequest  400 invalid_inference_request (an Open Inference Protocol request the model cannot take)
+├── UnknownMethod          404 unknown_method
+├── BadTarget              422 bad_target
+├── BadSetting             422 bad_setting
 ├── BadToken               400 bad_token
 ├── Unauthorized           401 unauthorized
 ├── RequestTimedOut        408 request_timeout
@@ -158,6 +161,24 @@ class InvalidInferenceRequest(ServiceError):
     """An Open Inference Protocol request (V2 REST or gRPC) that does not fit the model: names, types, shapes."""
 
     code = "invalid_inference_request"
+
+
+class UnknownMethod(ServiceError):
+    """An explanation method the service does not know, or does not offer for this model."""
+
+    code = "unknown_method"
+
+
+class BadTarget(ServiceError):
+    """An explanation's target that is not one of the model's classes."""
+
+    code = "bad_target"
+
+
+class BadSetting(ServiceError):
+    """An explanation method's setting out of its range (steps, patch, stride)."""
+
+    code = "bad_setting"
 
 
 class BadToken(ServiceError):

@@ -20,7 +20,7 @@ from app.handlers import install_error_handlers
 from app.memory import configure_allocator
 from app.middleware import ApiKey, BodySizeLimit, BodyTimeout, RequestTimeout, SecurityHeaders
 from app.observability import Metrics, RequestObserver
-from app.routes import activations, health, models, pages, predict, read, repository, v2
+from app.routes import activations, explain, explain_protocols, health, models, pages, predict, read, repository, v2
 from app.routes import metrics as metrics_route
 from app.routes.docs import COMMON_ERRORS
 from app.runtime.registry import Observers, RuntimeConfig, StartupError, load_registry
@@ -166,7 +166,7 @@ def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) ->
         )
     app.add_middleware(RequestObserver, metrics=metrics)
     app.add_middleware(SecurityHeaders)  # outermost: on every response, the middleware's own errors included
-    for module in (read, activations, models, health, v2, repository, metrics_route, pages):
+    for module in (read, activations, explain, explain_protocols, models, health, v2, repository, metrics_route, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     return app

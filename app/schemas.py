@@ -50,6 +50,12 @@ class Prediction(BaseModel):
         description="GET it for the activation maps of this same preprocessed image, from any replica",
         examples=["http://127.0.0.1:8000/activations?input=AXjaY2AYBaNgFIyCUTAKRsEoGAUDAQAAcAAB...&model=cnn"],
     )
+    explain_url: str | None = Field(
+        None,
+        description="GET it (add &method=, &target=) for an attribution map of this same image: which pixels made it"
+        " this digit",
+        examples=["http://127.0.0.1:8000/explain?input=AXjaY2AYBaNgFIyCUTAKRsEoGAUDAQAAcAAB...&model=cnn"],
+    )
     input_png: str | None = Field(
         None, description="with ?debug=true: the 28x28 image the model saw, as a base64 PNG (white digit on black)"
     )
@@ -158,3 +164,30 @@ class NumberReading(BaseModel):
     model_version: str = Field(examples=["1"])
     digits: list[ReadDigit]
     ignored: list[IgnoredMark] = Field(description="specks, dots, dashes and underlines, left to right")
+
+
+class AttributionMap(BaseModel):
+    """Why a model gave a class its score: one value per pixel of the 28x28 input it saw."""
+
+    prediction: Prediction
+    method: Literal["integrated_gradients", "occlusion", "gradcam", "exact"] = Field(examples=["integrated_gradients"])
+    target: int = Field(ge=0, le=9, description="the class explained (default: the predicted digit)", examples=[7])
+    explains: Literal["target_logit"] = Field(
+        "target_logit", description="the map explains the target's logit (raw score), in logit units"
+    )
+    baseline: str = Field(description="what the image is compared with", examples=["black"])
+    settings: dict[str, int] = Field(description="the method's settings", examples=[{"steps": 32}])
+    completeness_error: float | None = Field(
+        None,
+        description="integrated gradients: |sum(attribution) - (logit(image) - logit(baseline))| divided by the"
+        " latter; small means the steps were enough",
+    )
+    methods: list[str] = Field(description="the methods this model offers, its default first")
+    min: float
+    max: float
+    encoding: Literal["json", "base64"]
+    attribution: list[list[float]] | str = Field(
+        description="28x28, positive = pushed towards `target`, negative = against; json: [row][column]; base64:"
+        " little-endian float32, row-major"
+    )
+    input: list[list[int]] = Field(description="the 28x28 image the model saw, 0-255, white digit on black")

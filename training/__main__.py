@@ -15,6 +15,7 @@ EXAMPLES = f"""examples:
   python -m training train --model cnn --resume          # re-export the last checkpoint
   python -m training calibrate --model all --data-dir ../shared/data/mnist   # no retraining
   python -m training evaluate --data-dir ../shared/data/mnist
+  python -m training export-explain --data-dir ../shared/data/mnist   # explain.onnx for every model
   python -m training nondigits --out build/nondigits        # look at the evaluation non-digits
 
 The data directory defaults to ${DATA_DIR_ENV}, then ./data/mnist."""
@@ -47,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="measure the ONNX models in the models directory")
     _data_options(evaluate)
     evaluate.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="all", help="which model to evaluate")
+
+    explain = commands.add_parser(
+        "export-explain", help="write each model's gradient graph (explain.onnx), check it, record it in the card"
+    )
+    _data_options(explain)
+    explain.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="all", help="which model")
+    explain.add_argument("--check-images", type=int, default=3, help="test digits checked by finite differences")
 
     nondigits = commands.add_parser(
         "nondigits", help="write the generated non-digits (the evaluation set, or the training generator's) as PNGs"
@@ -126,6 +134,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export_explain(args: argparse.Namespace) -> int:
+    from training.explain import export_explain
+
+    digits = _load(args).test.images[: args.check_images]
+    for name in _names(args.model):
+        card = export_explain(args.models_dir / name, digits)
+        assert card.explain is not None
+        check = card.explain.gradient_check
+        print(
+            f"{name}: {card.explain.file} {card.explain.file_bytes:,} bytes; gradient vs finite differences: "
+            f"correlation >= {check.min_correlation:.4f}, pixels off {check.pixels_off:.2%}; "
+            f"IG completeness error <= {check.max_completeness_error:.2%}"
+        )
+    return 0
+
+
 def run_nondigits(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -157,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": run_train,
         "calibrate": run_calibrate,
         "evaluate": run_evaluate,
+        "export-explain": run_export_explain,
         "nondigits": run_nondigits,
         "download": run_download,
     }

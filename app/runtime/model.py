@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import onnxruntime as ort
+
 from app.cards import CARD_FILE, ModelCard, read_card
 from app.errors import ModelRestarting, ModelUnavailable, UnknownLayer
 from app.runtime.batcher import Batcher, Observer
@@ -59,10 +61,21 @@ class LoadedModel:
     loaded_at: float | None = None  # Unix time the version started serving
     batcher: Batcher | None = None
     observe_run: Observer | None = None  # (images, seconds) of each ONNX Runtime call
+    # Opens explain.onnx (app.runtime.explainer) in this process, wherever the model runs: explanations call it here
+    open_explainer: Callable[[], ort.InferenceSession | None] | None = None
     unloaded: bool = False  # unloaded on request, not failed
     _in_flight: int = 0
     _idle: asyncio.Event | None = None
     _successor: Callable[[], LoadedModel] | None = None  # set once a newer version (or none) replaces it
+    _explainer: ort.InferenceSession | None = None
+
+    @property
+    def explainer(self) -> ort.InferenceSession | None:
+        """explain.onnx's session, opened at the first explanation (tens of ms, once): a worker that never explains
+        holds no session of it. A file that cannot be used is tried, and logged, once."""
+        if self.open_explainer is not None:
+            self._explainer, self.open_explainer = self.open_explainer(), None
+        return self._explainer
 
     @property
     def available(self) -> bool:

@@ -4,6 +4,7 @@ Triton's and MLServer's model repository extension asks (index, load, unload).""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -18,6 +19,7 @@ from app.cards import read_manifest
 from app.errors import DefaultModelRequired, ModelLoadFailed, ModelUnavailable, UnknownModel
 from app.runtime.batcher import Batcher, Observer
 from app.runtime.executor import Executor, InThreads
+from app.runtime.explainer import open_explainer
 from app.runtime.model import LoadedModel, ModelState, Stamp, folder_stamp, verified_card
 from app.runtime.process import ModelProcess, ModelProcessLost
 from app.runtime.session import CPU, ModelLoadError, Provider, requested_providers, session_options
@@ -195,12 +197,14 @@ class Registry:
         card, path = await anyio.to_thread.run_sync(verified_card, folder)
         key = f"{name}#{next(self._keys)}"
         providers = await self.executor.open(key, path, card)
+        options = session_options(self._config.intra_op_threads, self._config.inter_op_threads)
         model = LoadedModel(
             name=name,
             card=card,
             key=key,
             executor=self.executor,
             providers=providers,
+            open_explainer=functools.partial(open_explainer, folder, card, providers, options),
             revision=card.file_sha256[:12],
             loaded_at=time.time(),
             observe_run=self._observers.inference(name),

@@ -163,6 +163,7 @@ async function predict(blob, name) {
     if (mine !== generation) return;
     if (!response.ok) return showError(body.detail || `The service answered ${response.status}.`);
     showPrediction(body);
+    document.dispatchEvent(new CustomEvent("prediction", { detail: body })); // explain.js
     const maps = await (await apiFetch(`${body.activations_url}&encoding=base64`)).json();
     if (mine !== generation) return;
     const templates = maps.kind === "linear" ? await linearTemplates(model) : null;
@@ -200,6 +201,7 @@ function resetResults() {
   renderBars(new Array(10).fill(0), -1);
   document.getElementById("maps").replaceChildren();
   document.getElementById("seen").getContext("2d").clearRect(0, 0, 112, 112);
+  document.dispatchEvent(new Event("reset"));
 }
 
 function showPrediction(body) {

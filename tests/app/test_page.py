@@ -251,3 +251,22 @@ def test_the_page_runs_under_its_content_security_policy(browser, live_server: s
     assert predicted(page) == "7"
     assert not [text for text in console if "Refused" in text or "Content Security Policy" in text]
     context.close()
+
+
+def test_attribution_heatmap_with_method_and_target_pickers(page) -> None:
+    draw(page, SEVEN)
+    assert predicted(page) == "7"
+    page.wait_for_selector("#explain:not([hidden]) #explain-scale .scale")
+    assert painted(page, "#explain-map")
+    assert "Why 7" in page.locator("#explain-note").inner_text()
+    methods = page.eval_on_selector_all("#explain-method option", "els => els.map(e => e.value)")
+    assert methods[0] == "integrated_gradients"
+    assert "occlusion" in methods
+    with page.expect_request(lambda r: "/explain?" in r.url and "target=9" in r.url):
+        page.select_option("#explain-target", "9")
+    page.wait_for_function("() => document.getElementById('explain-note').textContent.includes('Why 9')")
+    with page.expect_request(lambda r: "method=occlusion" in r.url and "target=9" in r.url):
+        page.select_option("#explain-method", "occlusion")
+    page.wait_for_function("() => document.getElementById('explain-note').textContent.includes('Occlusion')")
+    page.click("#clear")
+    assert page.locator("#explain").is_hidden()

@@ -1,0 +1,167 @@
+"""Write explain.onnx beside a committed model, check it against finite differences, and record it in the card."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import onnxruntime as ort
+
+from app.cards import (
+    CARD_FILE,
+    INPUT_GRADIENT,
+    INPUT_NAME,
+    TARGET,
+    TARGET_LOGIT,
+    Explain,
+    GradientCheck,
+    ModelCard,
+    read_card,
+    write_json,
+)
+from training.gradient_graph import explain_model
+
+EXPLAIN_FILE = "explain.onnx"
+CNN_METHODS = ["integrated_gradients", "occlusion", "gradcam"]
+LINEAR_METHODS = ["exact", "integrated_gradients", "occlusion"]
+EPSILON = 1e-3  # float32 logits: smaller steps drown in rounding, larger ones cross ReLU kinks
+NOISE = 0.2  # uniform noise mixed into the checked digits: the black background otherwise ties every max-pool
+CHECK_STEPS = 32
+OFF = 0.05  # a pixel is "off" when |finite difference - gradient| exceeds 5% of the largest gradient
+
+
+def session(data: bytes | str) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def target_logits(model: ort.InferenceSession, images: npt.NDArray[np.float32], target: int) -> npt.NDArray[np.float64]:
+    """(N,) the target's logit for each (N, 28, 28, 1) image."""
+    logits: npt.NDArray[np.float32] = model.run(["logits"], {INPUT_NAME: images})[0]
+    return logits[:, target].astype(np.float64)
+
+
+def finite_differences(
+    model: ort.InferenceSession, image: npt.NDArray[np.float32], target: int
+) -> npt.NDArray[np.float64]:
+    """(784,) central differences of the target logit, one pixel at a time, all in one batch."""
+    pixels = image.size  # image: (1, 28, 28, 1)
+    steps = np.eye(pixels, dtype=np.float32).reshape(pixels, *image.shape[1:]) * EPSILON  # (784, 28, 28, 1)
+    up = target_logits(model, image + steps, target)
+    down = target_logits(model, image - steps, target)
+    return (up - down) / (2 * EPSILON)
+
+
+def gradient(
+    explainer: ort.InferenceSession, images: npt.NDArray[np.float32], targets: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """(target logits (N,), input gradients (N, 28, 28, 1))."""
+    logit, grad = explainer.run([TARGET_LOGIT, INPUT_GRADIENT], {INPUT_NAME: images, TARGET: targets})
+    return logit, grad
+
+
+def completeness_error(explainer: ort.InferenceSession, image: npt.NDArray[np.float32], target: int) -> float:
+    """Integrated gradients from black (midpoint rule): |sum(attribution) - (f(x) - f(0))| / |f(x) - f(0)|."""
+    alphas = (np.arange(CHECK_STEPS, dtype=np.float32) + 0.5) / CHECK_STEPS
+    path = np.concatenate([alphas[:, None, None, None] * image, image, np.zeros_like(image)])  # (steps + 2, 28, 28, 1)
+    logits, grads = gradient(explainer, path, np.full(len(path), target, dtype=np.int64))
+    attribution = image[0] * grads[:CHECK_STEPS].mean(axis=0)
+    change = float(logits[-2] - logits[-1])
+    return abs(float(attribution.sum()) - change) / max(abs(change), 1e-6)
+
+
+def check_gradients(
+    model: ort.InferenceSession, explainer: ort.InferenceSession, digits: npt.NDArray[np.uint8], seed: int = 17
+) -> GradientCheck:
+    """explain.onnx's gradient against finite differences of model.onnx, and its integrated gradients' completeness."""
+    rng = np.random.default_rng(seed)
+    images = (digits.astype(np.float32) / 255.0)[..., np.newaxis]
+    noisy = ((1 - NOISE) * images + NOISE * rng.random(images.shape)).astype(np.float32)
+    correlations, off, errors = [], [], []
+    for plain, image in zip(images, noisy, strict=True):
+        target = int(np.argmax(model.run(["logits"], {INPUT_NAME: image[np.newaxis]})[0][0]))
+        _, grads = gradient(explainer, image[np.newaxis], np.array([target]))
+        analytic, numeric = grads.reshape(-1).astype(np.float64), finite_differences(model, image[np.newaxis], target)
+        correlations.append(float(np.corrcoef(analytic, numeric)[0, 1]))
+        off.append(float(np.mean(np.abs(analytic - numeric) > OFF * np.abs(analytic).max())))
+        errors.append(completeness_error(explainer, plain[np.newaxis], target))
+    return GradientCheck(
+        images=len(images),
+        epsilon=EPSILON,
+        min_correlation=round(min(correlations), 5),
+        pixels_off=round(max(off), 5),
+        steps=CHECK_STEPS,
+        max_completeness_error=round(max(errors), 5),
+    )
+
+
+def export_explain(folder: Path, digits: npt.NDArray[np.uint8]) -> ModelCard:
+    """folder/explain.onnx written from folder's model.onnx, checked on the (N, 28, 28) digits, and its card
+    updated (faithfulness figures already there are kept)."""
+    card = read_card(folder)
+    graph, layer = explain_model(onnx.load(folder / card.file))
+    data = graph.SerializeToString()
+    check = check_gradients(session(str(folder / card.file)), session(data), digits)
+    (folder / EXPLAIN_FILE).write_bytes(data)
+    previous = card.explain
+    explain = Explain(
+        file=EXPLAIN_FILE,
+        file_sha256=hashlib.sha256(data).hexdigest(),
+        file_bytes=len(data),
+        methods=previous.methods if previous else (CNN_METHODS if card.kind == "cnn" else LINEAR_METHODS),
+        gradcam_layer=layer,
+        gradient_check=check,
+        faithfulness=previous.faithfulness if previous else {},
+        faithfulness_setup=previous.faithfulness_setup if previous else None,
+    )
+    updated = card.model_copy(update={"explain": explain})
+    write_json(folder / CARD_FILE, updated)
+    write_markdown(folder, updated)
+    return updated
+
+
+SECTION = "\n## Explanations\n"
+
+
+def explain_markdown(card: ModelCard) -> str:
+    """The card's explanation section in Markdown: the gradient graph, its check and the faithfulness figures."""
+    assert card.explain is not None
+    explain, check = card.explain, card.explain.gradient_check
+    lines = [
+        SECTION,
+        f"`{explain.file}` ({explain.file_bytes:,} bytes, sha256 `{explain.file_sha256[:16]}...`): the gradient of the"
+        " target logit, built from model.onnx by `python -m training export-explain`.",
+        f"Checked on {check.images} test digits: correlation with central finite differences >= "
+        f"{check.min_correlation:.4f}, pixels off by > 5% of the largest gradient {check.pixels_off:.2%}; integrated"
+        f" gradients' completeness error at {check.steps} steps <= {check.max_completeness_error:.2%}.",
+        "",
+        f"Methods offered: {', '.join(explain.methods)}"
+        + (f" (Grad-CAM layer {explain.gradcam_layer})" if explain.gradcam_layer else "")
+        + ".",
+    ]
+    if explain.faithfulness:
+        lines += [
+            "",
+            "| method | deletion ratio (top 16 / random 16 ink) | deletion area / random | rank correlation, random"
+            " weights | offered |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for method, f in explain.faithfulness.items():
+            lines.append(
+                f"| {method} | {f.deletion_ratio:.1f}x | {f.deletion_area:.3f} / {f.random_area:.3f} |"
+                f" {f.randomised_rank_correlation:.2f} | {'yes' if f.offered else 'no'} |"
+            )
+        lines += ["", f"Setup: {explain.faithfulness_setup}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(folder: Path, card: ModelCard) -> None:
+    """card.md with its explanation section replaced (or added at the end)."""
+    path = folder / "card.md"
+    text = path.read_text()
+    before = text.split(SECTION)[0].rstrip("\n") + "\n"
+    path.write_text(before + explain_markdown(card))
