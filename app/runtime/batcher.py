@@ -37,9 +37,8 @@ class _Pending:
 
 
 class Batcher:
-    def __init__(
-        self, call: Call, *, max_batch: int = 64, max_delay_s: float = 0.002, observe: Observer | None = None
-    ) -> None:
+    def __init__(self, call: Call, *, max_batch: int, max_delay_s: float, observe: Observer | None = None) -> None:
+        # No defaults: the service's come from its settings (MNIST_MAX_BATCH_SIZE, MNIST_BATCH_DELAY_MS).
         self._call = call
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
