@@ -103,6 +103,22 @@ def module_row(name: str, path: str, equivalent: set[str]) -> tuple[str, list[st
     return line, unexplained
 
 
+def markdown_table(names: list[str]) -> str:
+    """The per-module scores as the README's table."""
+    equivalent = listed_equivalents()
+    rows = ["| module | mutants | detected | score | survivors listed in docs/mutation.md | unexplained |"]
+    rows.append("| --- | --- | --- | --- | --- | --- |")
+    for name in names:
+        codes = exit_codes(MODULES[name])
+        run = [m for m, c in codes.items() if status(c) != "not run"]
+        detected = sum(status(codes[m]) in ("killed", "timeout") for m in run)
+        survivors = [m for m in run if status(codes[m]) in ("survived", "no tests")]
+        listed = sum(m in equivalent for m in survivors)
+        score = f"{100 * detected / len(run):.1f}%" if run else "-"
+        rows.append(f"| `{MODULES[name]}` | {len(run)} | {detected} | {score} | {listed} | {len(survivors) - listed} |")
+    return "\n".join(rows)
+
+
 def report(names: list[str]) -> int:
     """Prints the per-module table; 1 when a module is under 85% or has an unexplained survivor."""
     equivalent, failing = listed_equivalents(), 0
@@ -128,6 +144,7 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", help=f"modules to report (default: all): {', '.join(MODULES)}")
     parser.add_argument("--run", action="store_true", help="run mutmut on each module first (under 15 min each)")
     parser.add_argument("--children", type=int, default=2, help="mutants tested in parallel")
+    parser.add_argument("--markdown", action="store_true", help="print the scores as the README's table")
     args = parser.parse_args()
     names = args.modules or list(MODULES)
     unknown = [name for name in names if name not in MODULES]
@@ -137,6 +154,9 @@ def main() -> None:
         for name in names:
             code = run_module(MODULES[name], args.children)
             print(f"mutmut on {MODULES[name]}: exit status {code}", flush=True)
+    if args.markdown:
+        print(markdown_table(names))
+        return
     sys.exit(report(names))
 
 
