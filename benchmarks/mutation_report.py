@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -52,9 +54,13 @@ def mutant_prefix(path: str) -> str:
 def run_module(path: str, children: int) -> int:
     """mutmut on one module's mutants; its exit status (124 when it ran past the limit)."""
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), mutant_prefix(path) + ".*"]
+    # Its own process group: past the limit, mutmut's workers (and the model processes they start) stop with it.
+    run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, start_new_session=True)
     try:
-        return subprocess.run(command, cwd=ROOT, timeout=RUN_LIMIT_S, stdout=subprocess.DEVNULL).returncode
+        return run.wait(timeout=RUN_LIMIT_S)
     except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
         return 124
 
 
