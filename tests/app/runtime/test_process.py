@@ -229,6 +229,7 @@ def test_a_lost_process_is_logged_with_its_exit_code(
         await process.run("cnn", images(mnist_sample, 1), ["probabilities"])
         old = process._process
         old.kill()  # type: ignore[union-attr]
+        old.join()  # type: ignore[union-attr]  # reaped before the loop sees the pipe close: its exit code is known
         while process._process is old:
             await asyncio.sleep(0.01)
 
