@@ -157,6 +157,9 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown module {unknown[0]!r}; choose from {', '.join(MODULES)}")
     if args.run:
+        # mutmut records which tests call which function once, and later only for tests with new names: a test
+        # changed since would keep its old record (and a mutant it now kills would be run against other tests).
+        (MUTANTS / "mutmut-stats.json").unlink(missing_ok=True)
         for name in names:
             code = run_module(MODULES[name], args.children)
             print(f"mutmut on {MODULES[name]}: exit status {code}", flush=True)
