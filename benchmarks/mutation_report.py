@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -52,9 +54,13 @@ def mutant_prefix(path: str) -> str:
 def run_module(path: str, children: int) -> int:
     """mutmut on one module's mutants; its exit status (124 when it ran past the limit)."""
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), mutant_prefix(path) + ".*"]
+    # Its own process group: past the limit, mutmut's workers (and the model processes they start) stop with it.
+    run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, start_new_session=True)
     try:
-        return subprocess.run(command, cwd=ROOT, timeout=RUN_LIMIT_S, stdout=subprocess.DEVNULL).returncode
+        return run.wait(timeout=RUN_LIMIT_S)
     except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
         return 124
 
 
@@ -103,6 +109,22 @@ def module_row(name: str, path: str, equivalent: set[str]) -> tuple[str, list[st
     return line, unexplained
 
 
+def markdown_table(names: list[str]) -> str:
+    """The per-module scores as the README's table."""
+    equivalent = listed_equivalents()
+    rows = ["| module | mutants | detected | score | survivors listed in docs/mutation.md | unexplained |"]
+    rows.append("| --- | --- | --- | --- | --- | --- |")
+    for name in names:
+        codes = exit_codes(MODULES[name])
+        run = [m for m, c in codes.items() if status(c) != "not run"]
+        detected = sum(status(codes[m]) in ("killed", "timeout") for m in run)
+        survivors = [m for m in run if status(codes[m]) in ("survived", "no tests")]
+        listed = sum(m in equivalent for m in survivors)
+        score = f"{100 * detected / len(run):.1f}%" if run else "-"
+        rows.append(f"| `{MODULES[name]}` | {len(run)} | {detected} | {score} | {listed} | {len(survivors) - listed} |")
+    return "\n".join(rows)
+
+
 def report(names: list[str]) -> int:
     """Prints the per-module table; 1 when a module is under 85% or has an unexplained survivor."""
     equivalent, failing = listed_equivalents(), 0
@@ -128,15 +150,22 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", help=f"modules to report (default: all): {', '.join(MODULES)}")
     parser.add_argument("--run", action="store_true", help="run mutmut on each module first (under 15 min each)")
     parser.add_argument("--children", type=int, default=2, help="mutants tested in parallel")
+    parser.add_argument("--markdown", action="store_true", help="print the scores as the README's table")
     args = parser.parse_args()
     names = args.modules or list(MODULES)
     unknown = [name for name in names if name not in MODULES]
     if unknown:
         parser.error(f"unknown module {unknown[0]!r}; choose from {', '.join(MODULES)}")
     if args.run:
+        # mutmut records which tests call which function once, and later only for tests with new names: a test
+        # changed since would keep its old record (and a mutant it now kills would be run against other tests).
+        (MUTANTS / "mutmut-stats.json").unlink(missing_ok=True)
         for name in names:
             code = run_module(MODULES[name], args.children)
             print(f"mutmut on {MODULES[name]}: exit status {code}", flush=True)
+    if args.markdown:
+        print(markdown_table(names))
+        return
     sys.exit(report(names))
 
 

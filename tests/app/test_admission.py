@@ -210,3 +210,89 @@ async def test_the_decode_pool_runs_in_its_threads_within_the_budget_and_frees_m
         shared.release(other)
     finally:
         pool.close()
+
+
+async def test_a_waiter_is_not_let_in_while_it_would_overfill_the_budget() -> None:
+    shared = budget(capacity=10)
+    held = await shared.acquire(8)
+    waiter = asyncio.create_task(shared.acquire(4))
+    await asyncio.sleep(0)
+    shared.release(1)  # 7 in use: 3 free, one short
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    assert shared.in_use == 7
+    shared.release(1)
+    assert await waiter == 4
+    shared.release(held - 2 + 4)
+    assert shared.in_use == 0
+
+
+async def test_a_waiter_cancelled_at_the_head_of_the_line_lets_the_next_one_in_at_once() -> None:
+    shared = budget(capacity=10)
+    held = await shared.acquire(10)
+    first = asyncio.create_task(shared.acquire(5))
+    second = asyncio.create_task(shared.acquire(1))
+    await asyncio.sleep(0)
+    first.cancel()  # its place in line is cancelled now; its task leaves the line when it next runs
+    shared.release(held)
+    assert shared.in_use == 1  # the second, granted in the same step
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await second == 1
+    shared.release(1)
+    assert shared.in_use == 0
+
+
+async def test_a_waiter_cancelled_just_as_it_was_let_in_gives_its_room_back() -> None:
+    shared = budget(capacity=10)
+    held = await shared.acquire(10)
+    waiter = asyncio.create_task(shared.acquire(4))
+    await asyncio.sleep(0)
+    shared.release(held)  # grants the waiter...
+    assert shared.in_use == 4
+    waiter.cancel()  # ...which is cancelled before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert shared.in_use == 0
+
+
+async def test_the_decode_pool_decodes_with_at_most_its_threads() -> None:
+    pool = DecodePool(budget(capacity=100), threads=1)
+    lock, active, peak = threading.Lock(), [0], [0]
+
+    def decode() -> None:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        threading.Event().wait(0.05)
+        with lock:
+            active[0] -= 1
+
+    try:
+        await asyncio.gather(pool.run(1, decode), pool.run(1, decode), pool.run(1, decode))
+    finally:
+        pool.close()
+    assert peak[0] == 1
+
+
+async def test_closing_the_decode_pool_cancels_waiting_work_and_does_not_wait_for_running_work() -> None:
+    pool = DecodePool(budget(capacity=100), threads=1)
+    release = threading.Event()
+    guard = threading.Timer(5.0, release.set)  # only ends a hang, should close wait for the running decode
+    guard.start()
+
+    def blocked() -> str:
+        release.wait()
+        return "ran"
+
+    running = asyncio.ensure_future(pool.run(1, blocked))
+    queued = asyncio.ensure_future(pool.run(1, blocked))
+    await asyncio.sleep(0.05)
+    pool.close()
+    closed_while_running = not release.is_set()
+    release.set()
+    guard.cancel()
+    assert closed_while_running
+    assert await running == "ran"
+    with pytest.raises(asyncio.CancelledError):
+        await queued

@@ -263,14 +263,23 @@ def resized(ink: np.ndarray, size: tuple[int, int], resample: Image.Resampling) 
 
 
 @pytest.mark.parametrize(
-    ("shape", "resample"), [((40, 10), Image.Resampling.BOX), ((10, 4), Image.Resampling.BILINEAR)]
+    ("shape", "resample"),
+    [
+        ((40, 10), Image.Resampling.BOX),
+        ((10, 4), Image.Resampling.BILINEAR),
+        ((21, 1), Image.Resampling.BOX),  # one side kept at 1 px, the other shrinking
+        ((1, 21), Image.Resampling.BOX),
+        ((19, 1), Image.Resampling.BILINEAR),  # one side kept at 1 px, the other growing
+        ((1, 19), Image.Resampling.BILINEAR),
+    ],
 )
 def test_fitting_averages_when_shrinking_and_interpolates_when_enlarging(
     shape: tuple[int, int], resample: Image.Resampling
 ) -> None:
     ink = np.random.default_rng(1).random(shape, dtype=np.float32)
     height, width = shape
-    size = (round(width * 20 / height), 20)
+    scale = 20 / max(shape)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     np.testing.assert_array_equal(fit_box(ink), np.clip(resized(ink, size, resample), 0, 1))
 
 

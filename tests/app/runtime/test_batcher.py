@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -161,7 +162,7 @@ def test_with_no_time_left_the_next_batch_starts_before_other_ready_work() -> No
     assert order == ["model", "model", "other", "other", "other"]
 
 
-def test_a_failure_outside_the_model_call_fails_its_batch_not_the_batcher() -> None:
+def test_a_failure_outside_the_model_call_fails_its_batch_not_the_batcher(caplog: pytest.LogCaptureFixture) -> None:
     observed: list[int] = []
 
     def observe(size: int, waited_s: float) -> None:  # runs in the batcher's worker, outside the model call
@@ -177,8 +178,10 @@ def test_a_failure_outside_the_model_call_fails_its_batch_not_the_batcher() -> N
         await batcher.close()
         return first[0], second
 
-    first, second = asyncio.run(scenario())
+    with caplog.at_level(logging.ERROR, logger="app.runtime.batcher"):
+        first, second = asyncio.run(scenario())
     assert isinstance(first, RuntimeError)
+    assert [r.getMessage() for r in caplog.records] == ["batch of 1 requests failed"]
     np.testing.assert_array_equal(second["x"], images(4.0))  # type: ignore[index]
 
 
@@ -203,3 +206,55 @@ def test_an_unavailable_model_fails_the_whole_batch_at_once() -> None:
     results = asyncio.run(scenario())
     assert all(isinstance(r, ModelRestarting) for r in results)
     assert calls == [4]  # one batched call, not followed by one call per request
+
+
+def test_a_request_arriving_within_the_delay_joins_the_batch() -> None:
+    model = Recorder()
+    batcher = Batcher(model, max_batch=64, max_delay_s=2.0)
+
+    async def staggered() -> None:
+        first = asyncio.ensure_future(batcher.infer(images(1.0), ["p"]))
+        await asyncio.sleep(0.05)  # well within the 2 s the first request may wait
+        await asyncio.gather(first, batcher.infer(images(2.0), ["p"]))
+        await batcher.close()
+
+    asyncio.run(staggered())
+    assert model.sizes == [2]
+
+
+@pytest.mark.parametrize(("requests", "sizes"), [((2, 2), [4]), ((3, 2), [3, 2]), ((1, 1, 1, 1), [4])])
+def test_a_batch_takes_requests_whole_up_to_exactly_the_maximum(requests: tuple[int, ...], sizes: list[int]) -> None:
+    model = Recorder()
+    batcher = Batcher(model, max_batch=4, max_delay_s=0.05)
+
+    async def together() -> None:
+        await asyncio.gather(*(batcher.infer(images(1.0, n), ["p"]) for n in requests))
+        await batcher.close()
+
+    asyncio.run(together())
+    assert model.sizes == sizes
+
+
+def test_a_full_batch_runs_without_waiting_for_the_delay() -> None:
+    model = Recorder()
+    batcher = Batcher(model, max_batch=2, max_delay_s=60.0)
+
+    async def full() -> None:
+        # A minute's delay, but the batch is full at once: it must not wait (the 10 s bound only stops a hang).
+        await asyncio.wait_for(asyncio.gather(batcher.infer(images(1.0), ["p"]), batcher.infer(images(2.0), ["p"])), 10)
+        await batcher.close()
+
+    asyncio.run(full())
+    assert model.sizes == [2]
+
+
+def test_close_stops_the_worker() -> None:
+    async def scenario() -> asyncio.Task[None]:
+        batcher = Batcher(Recorder(), max_batch=4, max_delay_s=0.01)
+        await batcher.infer(images(1.0), ["p"])
+        worker = batcher._worker
+        assert worker is not None
+        await batcher.close()
+        return worker
+
+    assert asyncio.run(scenario()).done()
