@@ -34,7 +34,7 @@ PROJECT = "mnistsmoke"
 IMAGE = "mnist-serve:0.1.0"
 LB_IMAGE = "mnist-serve-lb:0.1.0"
 STAND_IN_BASE = "python:3.11-slim"
-IMAGE_BUDGET_MB = 250
+IMAGE_BUDGET_MB = 275  # 234 MB before gRPC (grpcio: 19 MB) and the explanation graphs (8 MB)
 LB = "http://127.0.0.1:8080"
 LOAD_CONNECTIONS = 32
 
@@ -128,7 +128,7 @@ def image_growth_mb() -> float:
     return sizes[IMAGE] - sizes[STAND_IN_BASE]
 
 
-def test_image_adds_at_most_250_mb(deployment: None, record_property: pytest.RecordProperty) -> None:
+def test_image_adds_at_most_its_budget(deployment: None, record_property: pytest.RecordProperty) -> None:
     growth = image_growth_mb()
     record_property("image_growth_mb", round(growth))
     assert growth <= IMAGE_BUDGET_MB, f"the image adds {growth:.0f} MB to its base"
