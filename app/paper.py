@@ -68,7 +68,7 @@ def _may_be_paper(image: Image.Image) -> bool:
 
 def _is_dark_ground(luminance: Gray) -> bool:
     """Most of the picture dark, not only its border: a photo of paper under a strong vignette has a dark border and
-    a light middle (every 4th pixel: the median of 7,000 costs ~0.1 ms)."""
+    a light middle (every 4th pixel: the median of 6,912 measured 26 us)."""
     return float(np.median(luminance[::4, ::4])) < 0.5
 
 
