@@ -132,6 +132,12 @@ class MethodFaithfulness(_Frozen):
         description="Spearman correlation of the maps with those of the model with random weights (Adebayo 2018)"
     )
     offered: bool = Field(description="rank correlation below 0.5 (the sanity check) and deletion area below random")
+    median_completeness_error: float | None = Field(
+        None, description="integrated gradients at the default steps: the median completeness error over the digits"
+    )
+    complete_within_1_percent: float | None = Field(
+        None, description="integrated gradients: the share of the digits whose completeness error is at most 1%"
+    )
 
 
 class Explain(_Frozen):

@@ -25,7 +25,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from app.cards import CARD_FILE, INPUT_NAME, MethodFaithfulness, ModelCard, read_card, write_json
-from app.explain import Map, Method, Options, explain, offered_methods, session_forward
+from app.explain import Explanation, Map, Method, Options, explain, offered_methods, session_forward
 from training.explain import write_markdown
 from training.gradient_graph import explain_model
 
@@ -119,13 +119,15 @@ def evaluate_model(folder: Path, images: npt.NDArray[np.float32], sanity_count: 
     targets = np.argmax(probabilities(model, images), axis=1)
     results = {}
     for method in _all_methods(card):
-        rows, correlations, started = [], [], time.perf_counter()
+        rows, correlations, errors, started = [], [], [], time.perf_counter()
         for index, (image, target) in enumerate(zip(images, targets, strict=True)):
-            attribution = _map(card, model, explainer, image, method, int(target))
-            rows.append(deletion_scores(model, image, attribution, int(target), rng))
+            result = _explained(card, model, explainer, image, method, int(target))
+            rows.append(deletion_scores(model, image, result.attribution, int(target), rng))
+            if result.completeness_error is not None:
+                errors.append(result.completeness_error)
             if index < sanity_count:
-                noise = _map(card, random_session, random_explainer, image, method, int(target))
-                correlations.append(spearman(attribution, noise, image > 0))
+                noise = _explained(card, random_session, random_explainer, image, method, int(target)).attribution
+                correlations.append(spearman(result.attribution, noise, image > 0))
         top, rand, area, random_area = np.mean(rows, axis=0)
         corr = float(np.mean(correlations))
         results[method] = MethodFaithfulness(
@@ -134,10 +136,18 @@ def evaluate_model(folder: Path, images: npt.NDArray[np.float32], sanity_count: 
             random_area=round(float(random_area), 4),
             randomised_rank_correlation=round(corr, 3),
             offered=bool(area < random_area and corr < 0.5),
+            median_completeness_error=round(float(np.median(errors)), 4) if errors else None,
+            complete_within_1_percent=round(float(np.mean(np.array(errors) <= 0.01)), 3) if errors else None,
+        )
+        completeness = (
+            f"  completeness error median {np.median(errors):.2%}, within 1% on {np.mean(np.array(errors) <= 0.01):.0%}"
+            if errors
+            else ""
         )
         print(
             f"{card.name:<8}{method:<22}{results[method].deletion_ratio:>8.1f}x  area {area:.3f} vs random "
-            f"{random_area:.3f}  randomised rank correlation {corr:.3f}  ({time.perf_counter() - started:.0f} s)"
+            f"{random_area:.3f}  randomised rank correlation {corr:.3f}{completeness}"
+            f"  ({time.perf_counter() - started:.0f} s)"
         )
     return results
 
@@ -151,15 +161,15 @@ def _all_methods(card: ModelCard) -> list[Method]:
     return kinds
 
 
-def _map(
+def _explained(
     card: ModelCard,
     model: ort.InferenceSession,
     explainer: ort.InferenceSession,
     image: Map,
     method: Method,
     target: int,
-) -> Map:
-    result = explain(
+) -> Explanation:
+    return explain(
         card=card,
         forward=session_forward(model),
         explainer=explainer,
@@ -168,7 +178,6 @@ def _map(
         target=target,
         options=Options(),
     )
-    return result.attribution
 
 
 def record(folder: Path, results: dict[str, MethodFaithfulness], count: int, sanity_count: int) -> ModelCard:

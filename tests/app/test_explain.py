@@ -17,6 +17,7 @@ from app.explain import (
     occlusion_masks,
     offered_methods,
     patch_starts,
+    path_quadrature,
     resolve_method,
     session_forward,
     upsampled,
@@ -77,11 +78,13 @@ def test_occlusion_covers_every_pixel_in_one_batch(cnn: Loaded, mnist_sample: Mn
     assert result.settings == {"patch": 5, "stride": 4}
 
 
-def test_gradcam_is_a_non_negative_28x28_map(cnn: Loaded, mnist_sample: Mnist) -> None:
-    result = run(cnn, image_of(mnist_sample, 0), "gradcam", 7)
+def test_gradcam_is_a_non_negative_28x28_map_on_the_ink(cnn: Loaded, mnist_sample: Mnist) -> None:
+    image = image_of(mnist_sample, 0)
+    result = run(cnn, image, "gradcam", 7)
     assert result.attribution.shape == (28, 28)
     assert result.attribution.min() >= 0
-    assert result.attribution.max() > 0
+    assert result.attribution[image > 0].max() > 0
+    assert not result.attribution[image == 0].any()  # weighted by the ink: nothing on the black paper
     np.testing.assert_allclose(upsampled(np.ones((5, 5), np.float32)), np.ones((28, 28)))
 
 
@@ -94,7 +97,7 @@ def test_linear_exact_is_the_evidence(name: str, mnist_sample: Mnist) -> None:
     np.testing.assert_array_equal(result.attribution, evidence[0, 3])
     assert result.baseline == "the mean training digit"
     ig = run(model, image, "integrated_gradients", 3)
-    assert ig.completeness_error < 1e-4  # linear: the midpoint rule is exact
+    assert ig.completeness_error < 1e-4  # linear: any quadrature rule is exact
 
 
 def test_methods_offered_and_refused(cnn: Loaded) -> None:
@@ -131,3 +134,10 @@ def test_explain_images_defaults_to_the_predicted_digits(cnn: Loaded, mnist_samp
             targets=[1, 2],
             options=Options(),
         )
+
+
+def test_path_quadrature_integrates_polynomials_on_the_unit_interval() -> None:
+    alphas, weights = path_quadrature(8)
+    assert ((alphas > 0) & (alphas < 1)).all()
+    assert float(weights.sum()) == pytest.approx(1.0)
+    assert float(weights @ alphas**5) == pytest.approx(1 / 6, rel=1e-5)  # 8 nodes: exact up to degree 15
