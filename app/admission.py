@@ -22,6 +22,10 @@ from app.memory import release_free_memory
 
 T = TypeVar("T")
 
+# Bodies this small are not counted against the body budget: a thousand of them take 64 MB, and a digit's PNG must
+# not wait in line behind large uploads.
+SMALL_BODY = 64 * 1024
+
 
 @dataclass
 class _Waiter:

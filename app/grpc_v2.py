@@ -11,6 +11,7 @@ new connections between them (a gRPC connection is long-lived: one client's call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import logging
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
+from app.admission import SMALL_BODY, Budget
 from app.dataplane import PLATFORM, SERVER_NAME, SERVER_VERSION, DataPlane
 from app.errors import (
     InvalidInferenceRequest,
@@ -124,10 +126,11 @@ def rpc(handler: Handler[Response]) -> Handler[Response]:
 
 
 class InferenceServicer(GRPCInferenceServiceServicer):  # type: ignore[misc]
-    def __init__(self, dataplane: DataPlane, metrics: Metrics) -> None:
+    def __init__(self, dataplane: DataPlane, metrics: Metrics, bodies: Budget) -> None:
         self.dataplane = dataplane
         self.settings = dataplane.settings
         self.metrics = metrics
+        self.bodies = bodies
         self.key = dataplane.settings.api_key.encode()
 
     def authorise(self, method: str, metadata: dict[str, Any]) -> None:
@@ -184,12 +187,16 @@ class InferenceServicer(GRPCInferenceServiceServicer):  # type: ignore[misc]
         raw = bool(request.raw_input_contents)
         for tensor in (*request.inputs, *request.outputs):
             refuse_extensions(tensor.parameters)
-        result = await self.dataplane.infer_tensors(
-            model=required_name(request.model_name),
-            version=request.model_version,
-            inputs=input_tensors(request),
-            outputs=[output.name for output in request.outputs] or None,
-        )
+        # gRPC reads a message whole before the call starts (at most MNIST_MAX_UPLOAD_BYTES); from here on it is
+        # held against the same budget as HTTP bodies, so a burst of large calls waits, then gets `overloaded`.
+        size = request.ByteSize()
+        async with self.bodies.hold(size) if size > SMALL_BODY else contextlib.nullcontext():
+            result = await self.dataplane.infer_tensors(
+                model=required_name(request.model_name),
+                version=request.model_version,
+                inputs=input_tensors(request),
+                outputs=[output.name for output in request.outputs] or None,
+            )
         response = pb.ModelInferResponse(model_name=result.model, model_version=result.version, id=request.id)
         for name, array in result.outputs.items():
             tensor = response.outputs.add(name=name, datatype="FP32", shape=array.shape)
@@ -265,11 +272,12 @@ def listen_address(settings: Settings) -> str:
     return f"{host}:{settings.grpc_port}"
 
 
-async def start_grpc_server(dataplane: DataPlane, metrics: Metrics) -> grpc.aio.Server:
-    """The gRPC service, listening on MNIST_HOST:MNIST_GRPC_PORT; StartupError when the port cannot be bound."""
+async def start_grpc_server(dataplane: DataPlane, metrics: Metrics, bodies: Budget) -> grpc.aio.Server:
+    """The gRPC service, listening on MNIST_HOST:MNIST_GRPC_PORT; StartupError when the port cannot be bound.
+    `bodies` is the worker's budget of request bytes in flight, shared with HTTP."""
     settings = dataplane.settings
     server = grpc.aio.server(options=server_options(settings))
-    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, metrics), server)
+    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, metrics, bodies), server)
     try:
         server.add_insecure_port(listen_address(settings))
     except RuntimeError as exc:

@@ -114,7 +114,9 @@ def create_app(settings: Settings | None = None, *, serve_grpc: bool = False) ->
         app.state.decode_pool = decode_pool = DecodePool(pixels, worker_cores(settings, share))
         app.state.dataplane = dataplane = DataPlane(registry, settings, decode_pool)
         try:
-            grpc_server = await start_grpc_server(dataplane, metrics) if serve_grpc and settings.grpc_port else None
+            grpc_server = (
+                await start_grpc_server(dataplane, metrics, bodies) if serve_grpc and settings.grpc_port else None
+            )
         except StartupError as exc:
             log.critical("cannot start: %s", exc)
             await registry.close()

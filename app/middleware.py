@@ -9,7 +9,7 @@ import hmac
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.admission import Budget
+from app.admission import SMALL_BODY, Budget
 from app.errors import Overloaded, PayloadTooLarge, RequestTimedOut, Timeout, Unauthorized
 from app.handlers import render_error
 
@@ -17,11 +17,6 @@ from app.handlers import render_error
 def _too_large(limit: int, size: int | None = None) -> PayloadTooLarge:
     sent = f"{size / 1e6:.1f} MB" if size is not None else "more than that"
     return PayloadTooLarge(f"The request body is {sent}; the limit is {limit / 1e6:g} MB (MNIST_MAX_UPLOAD_BYTES).")
-
-
-# Bodies this small are not counted: a thousand of them take 64 MB, and a digit's PNG must not wait in line behind
-# large uploads.
-SMALL_BODY = 64 * 1024
 
 
 async def _discard_body(receive: Receive) -> None:

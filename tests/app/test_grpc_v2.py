@@ -269,3 +269,26 @@ def test_a_taken_port_stops_the_process_with_one_line() -> None:
     assert result.returncode != 0
     assert f"cannot serve gRPC on 127.0.0.1:{taken}" in result.stderr
     assert "MNIST_GRPC_PORT" in result.stderr
+
+
+def test_large_calls_share_the_body_budget_with_http(mnist_sample: Mnist) -> None:
+    port = free_port()
+    settings = Settings(models_dir=MODELS_DIR, grpc_port=port, model_process=False, admission_wait_s=0.05)
+    with TestClient(create_app(settings, serve_grpc=True)) as http:
+        assert http.portal is not None
+        bodies = http.app.state.body_budget  # type: ignore[attr-defined]
+        client = triton.InferenceServerClient(url=f"127.0.0.1:{port}")
+        large = triton.InferInput("image", [32, 28, 28, 1], "FP32")  # 100 KB: counted
+        large.set_data_from_numpy(images_of(mnist_sample, 32))
+        small = triton.InferInput("image", [1, 28, 28, 1], "FP32")  # 3 KB: never waits
+        small.set_data_from_numpy(images_of(mnist_sample, 1))
+        held = http.portal.call(bodies.acquire, bodies.capacity)
+        assert client.infer("cnn", [small]).as_numpy("probabilities").shape == (1, 10)
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("cnn", [large])
+        assert status_of(refused.value) == "StatusCode.UNAVAILABLE"
+        assert "MNIST_BODY_BUDGET_BYTES" in refused.value.message()
+        http.portal.call(bodies.release, held)
+        assert client.infer("cnn", [large]).as_numpy("probabilities").shape == (32, 10)
+        assert bodies.in_use == 0
+        client.close()
