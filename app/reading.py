@@ -5,9 +5,12 @@ The chain: decode (as /predict: reduced to DECODE_SIDE, EXIF orientation applied
 ink on black, as /predict) -> a smooth background removed (shadows and paper of a photo) -> binarised ->
 connected components -> underlines and specks set aside -> pieces of one digit merged (they overlap horizontally:
 a 5's flag, a broken 4, an open 0) -> dots and dashes set aside (small against the digits' median height) ->
-each group wider than one digit gets candidate cuts at the minima of its column projection. Every piece of every
-candidate is prepared as /predict prepares a digit (app.preprocess.digit_of_ink) and all go to the model in one
-batch; per group, the candidate whose pieces are most confidently digits wins.
+each group wider than half a digit is over-segmented by cuts at the minima of its column projection -> every run
+of consecutive parts that could be one digit (within a group: a digit cut from its touching neighbour; across
+groups: the pieces of a broken stroke) is a piece, an edge of one graph. Every piece is prepared as /predict
+prepares a digit (app.preprocess.digit_of_ink) and all go to the model in one batch; the path through the graph
+whose pieces are most confidently digits, less what its cuts and joins cost, is the reading. Merging and cutting
+are thus decided together, by the classifier, over the whole line.
 
 Boxes are [x, y, width, height] in the pixels of the uploaded image turned upright by its EXIF orientation, at full
 size: the factor by which decoding reduced a large picture is undone.
@@ -62,7 +65,6 @@ SHORT_PENALTY = 4.0  # log-score lost per unit of height missing below 60% of th
 CUT_PENALTY = 0.25  # log-score lost per cut...
 INK_CUT_PENALTY = 0.5  # ... and per stroke width of ink the cut goes through
 CONFIDENCE_WEIGHT = 2.5  # the model's log-confidence weighs 2.5 times against the shape and cut terms
-DETECTOR_WEIGHT = 0.0  # ... and its not-a-digit detector's log-score this much, when it has one
 MIN_DIGIT_PX = 8  # a digit less tall than this, in the decoded image, cannot be read
 FLAT_LINE = 3.0  # a group this many times wider than tall is a line or a dash
 STEP_COST = 0.05  # a cut path pays this for each column it moves sideways: straight cuts win ties
@@ -443,6 +445,8 @@ def add_segments(plan: Plan, splits: list[Split], height: float) -> None:
         for end in range(start + 1, len(parts) + 1):
             left, right = min(left, extents[end - 1][0]), max(right, extents[end - 1][1])
             if end > start + 1 and right - left > MAX_SPAN * height and not whole_group(parts, start, end):
+                if parts[end - 1][0] is not parts[start][0]:
+                    break  # wider still from here on, and no longer within the group it started in
                 continue
             piece = _piece(parts[start:end])
             if piece is not None:
@@ -564,14 +568,13 @@ def shape_prior(width: int, height: int, digit_height: float) -> float:
 # ------------------------------------------------------------------------------------------------------- choose
 
 
-def model_evidence(logits: npt.NDArray[np.float32], digit_scores: npt.NDArray[np.float32] | None) -> list[float]:
-    """Each piece's log-score from the model: its raw softmax confidence and, when the model has a not-a-digit
-    detector, how much it looks like a digit at all (half a digit or two digits in one do not)."""
+def model_evidence(logits: npt.NDArray[np.float32]) -> list[float]:
+    """Each piece's log-score from the model: its raw softmax confidence, weighed. (The not-a-digit detector's score
+    added to it did not pick better readings on the dev seed: it takes half a digit or two squeezed ones for a
+    digit as readily as the classifier does.)"""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    evidence = CONFIDENCE_WEIGHT * np.log(np.maximum((shifted / shifted.sum(axis=1, keepdims=True)).max(axis=1), 1e-9))
-    if digit_scores is not None:
-        evidence += DETECTOR_WEIGHT * np.log(np.maximum(digit_scores.reshape(-1), 1e-9))
-    return evidence.tolist()
+    confidences = (shifted / shifted.sum(axis=1, keepdims=True)).max(axis=1)
+    return (CONFIDENCE_WEIGHT * np.log(np.maximum(confidences, 1e-9))).tolist()
 
 
 def best_path(plan: Plan, evidence: list[float]) -> list[int]:
@@ -609,19 +612,14 @@ def piece_prior(plan: Plan, index: int) -> float:
     return shape_prior(width, height, plan.height)
 
 
-def resolve(
-    plan: Plan,
-    probabilities: npt.NDArray[np.float32],
-    logits: npt.NDArray[np.float32],
-    digit_scores: npt.NDArray[np.float32] | None = None,
-) -> Reading:
+def resolve(plan: Plan, probabilities: npt.NDArray[np.float32], logits: npt.NDArray[np.float32]) -> Reading:
     """The reading of each group whose candidate scores best, left to right, boxes in uploaded pixels.
 
     Candidates are ranked by the model's raw softmax (of `logits`), the scale the shape and cut terms were weighed
     against; the calibrated `probabilities` are what each digit reports. Calibration sharpens the default model
     (T = 0.43), which made it sure of fragments: a 2's tail read as a 7 outscored the whole 2.
     """
-    chosen = best_path(plan, model_evidence(logits, digit_scores))
+    chosen = best_path(plan, model_evidence(logits))
     digits = [_read_digit(plan, i, probabilities[i]) for i in sorted(chosen, key=lambda i: _centre(plan.pieces[i]))]
     if not digits:
         raise NoDigits("Nothing in the image looks like a digit.")
