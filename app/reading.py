@@ -5,9 +5,12 @@ The chain: decode (as /predict: reduced to DECODE_SIDE, EXIF orientation applied
 ink on black, as /predict) -> a smooth background removed (shadows and paper of a photo) -> binarised ->
 connected components -> underlines and specks set aside -> pieces of one digit merged (they overlap horizontally:
 a 5's flag, a broken 4, an open 0) -> dots and dashes set aside (small against the digits' median height) ->
-each group wider than one digit gets candidate cuts at the minima of its column projection. Every piece of every
-candidate is prepared as /predict prepares a digit (app.preprocess.digit_of_ink) and all go to the model in one
-batch; per group, the candidate whose pieces are most confidently digits wins.
+each group wider than half a digit is over-segmented by cuts at the minima of its column projection -> every run
+of consecutive parts that could be one digit (within a group: a digit cut from its touching neighbour; across
+groups: the pieces of a broken stroke) is a piece, an edge of one graph. Every piece is prepared as /predict
+prepares a digit (app.preprocess.digit_of_ink) and all go to the model in one batch; the path through the graph
+whose pieces are most confidently digits, less what its cuts and joins cost, is the reading. Merging and cutting
+are thus decided together, by the classifier, over the whole line.
 
 Boxes are [x, y, width, height] in the pixels of the uploaded image turned upright by its EXIF orientation, at full
 size: the factor by which decoding reduced a large picture is undone.
@@ -51,6 +54,10 @@ MIN_DIGIT_WIDTH = 0.3  # the narrowest digit but a 1, as a share of the height: 
 MAX_DIGITS_PER_GROUP = 6
 MAX_GROUPS = 40  # more separate marks than a number on one line holds (noise, a page of text): refused, since each
 # becomes pieces of the one model call
+MIN_PART = 0.15  # two cuts less than this share of the digits' height apart (on average) would part a sliver
+MAX_SPAN = 1.2  # a piece is never wider than this share of the digits' height (a wide, slanted digit)
+JOIN_PENALTY = 1.0  # log-score lost for reading two separate groups of ink as one digit...
+GAP_PENALTY = 4.0  # ... and per unit of the gap between them, in digit heights
 SINGLE_CUTS = 4  # two-piece candidates cut at the lowest minima of the column projection
 WIDE_FROM = 0.9  # one digit is rarely wider than this share of the digits' height...
 WIDE_PENALTY = 3.0  # ... and loses this log-score per unit of width beyond it
@@ -61,6 +68,7 @@ CONFIDENCE_WEIGHT = 2.5  # the model's log-confidence weighs 2.5 times against t
 MIN_DIGIT_PX = 8  # a digit less tall than this, in the decoded image, cannot be read
 FLAT_LINE = 3.0  # a group this many times wider than tall is a line or a dash
 STEP_COST = 0.05  # a cut path pays this for each column it moves sideways: straight cuts win ties
+EMPTY = -1  # the segment of a part without ink
 BACKGROUND_STEP = 8  # the background is estimated at 1/8 scale, where pen strokes are thinner than the filter
 
 
@@ -76,18 +84,30 @@ class Piece:
 
     digit: Digit
     box: Box
-    prior: float  # log-score of its shape alone
+
+
+@dataclass(frozen=True)
+class Segment:
+    """An edge of the reading graph: the parts between two of its nodes read as one digit."""
+
+    start: int  # node k lies before part k
+    end: int
+    piece: int  # its row in the batch, or EMPTY
+    joins: int = 0  # separate groups of ink read as one digit (the pieces of a broken stroke)...
+    gap: float = 0.0  # ... and the gaps between them, in digit heights
 
 
 @dataclass
 class Plan:
-    """What one batched model call decides: the pieces to classify, and for each group of ink the candidate
-    readings (lists of piece indices, left to right)."""
+    """What one batched model call decides: the pieces to classify, and the graph they are edges of. The ink is
+    over-segmented into parts, left to right (components, cut where digits may touch); node k lies before part k,
+    and a reading is a path from the first node to the last, each edge a run of parts read as one digit."""
 
     pieces: list[Piece]
-    groups: list[list[list[int]]]
-    cut_costs: list[list[float]]
+    segments: list[Segment]  # ordered by start
+    node_cuts: list[float | None]  # the strokes of ink a cut at each node crosses; None: a gap between groups
     ignored: list[Ignored]
+    height: float = 1.0  # the digits' median height, in decoded pixels
     scale: float = 1.0  # uploaded pixels per decoded pixel
 
     def batch(self) -> npt.NDArray[np.uint8]:
@@ -143,12 +163,21 @@ def flatten_background(ink: Gray) -> Gray:
     if min(small_size) < 4:
         return ink
     small = Image.fromarray(ink, mode="F").resize(small_size, Image.Resampling.BOX)
-    # An opening (min then max) removes the strokes, thinner than 3 pixels at this scale, and keeps the shading.
-    background = small.filter(ImageFilter.MinFilter(3)).filter(ImageFilter.MaxFilter(3))
+    # An opening (min then max) wider than the strokes removes them and keeps the shading. A fixed 3 pixels at this
+    # scale kept the middle of marker strokes on a large image, and subtracting it hollowed them out (a 1 read as 8).
+    size = opening_size(ink)
+    background = small.filter(ImageFilter.MinFilter(size)).filter(ImageFilter.MaxFilter(size))
     background = background.resize((width, height), Image.Resampling.BILINEAR)
     flat = np.clip(ink - np.asarray(background, dtype=np.float32), 0.0, None)
     top = float(flat.max())
     return flat / top if top > 0 else flat
+
+
+def opening_size(ink: Gray) -> int:
+    """The odd window, at the background's scale, that no stroke of the ink fills: wider than the strokes as Otsu's
+    threshold finds them, and at least 3."""
+    stroke = stroke_width((ink > otsu_threshold(ink)).astype(np.float32))
+    return 2 * math.ceil(stroke / BACKGROUND_STEP) + 1
 
 
 def otsu_threshold(ink: Gray) -> float:
@@ -341,46 +370,111 @@ def plan_reading(ink: Gray) -> Plan:
             f"The image holds {len(digits)} separate marks that could be digits; /read reads one number of at most "
             f"{MAX_GROUPS}, written on one line."
         )
-    plan = Plan(pieces=[], groups=[], cut_costs=[], ignored=sorted(ignored, key=lambda i: i.box[0]))
-    for group in sorted(digits, key=lambda g: g.left):
-        add_candidates(plan, ink, labels, group, height)
+    splits = [split_group(ink, labels, group, height) for group in sorted(digits, key=lambda g: g.left)]
+    plan = Plan(pieces=[], segments=[], node_cuts=[], ignored=sorted(ignored, key=lambda i: i.box[0]), height=height)
+    add_segments(plan, splits, height)
     return plan
 
 
-def add_candidates(plan: Plan, ink: Gray, labels: npt.NDArray[np.int32], group: Group, height: float) -> None:
-    """The group as one digit and, when it is wide, cut into 2..k pieces along paths crossing the least ink."""
+@dataclass(eq=False)
+class Split:
+    """A group of ink cut into parts, left to right, by paths that do not cross."""
+
+    group: Group
+    own: Gray  # the group's ink in its box: its components with their anti-aliased rim, not a neighbour's ink
+    mask: Mask
+    edges: list[npt.NDArray[np.int64]]  # per row, the first column of each part; the last edge is the width
+    crossed: list[float]  # the strokes of ink each inner edge crosses
+
+    @property
+    def parts(self) -> int:
+        return len(self.edges) - 1
+
+    def columns(self, first: int, last: int) -> tuple[int, int]:
+        """The columns (left, right exclusive, in the image) that parts first..last hold ink in."""
+        cols = np.flatnonzero(self.between(first, last).any(axis=0))
+        if len(cols) == 0:
+            return self.group.left, self.group.left
+        return self.group.left + int(cols[0]), self.group.left + int(cols[-1]) + 1
+
+    def between(self, first: int, last: int) -> Mask:
+        """The ink of parts first..last (inclusive)."""
+        columns = np.arange(self.group.width)
+        left, right = self.edges[first], self.edges[last + 1]
+        return self.mask & (columns >= left[:, None]) & (columns < right[:, None])
+
+
+def split_group(ink: Gray, labels: npt.NDArray[np.int32], group: Group, height: float) -> Split:
+    """The group and, when it is wide, the cuts that may part touching digits: paths crossing the least ink, no
+    two closer than a narrow digit."""
     region = ink[group.top : group.bottom, group.left : group.right]
     mask = np.isin(labels[group.top : group.bottom, group.left : group.right], group.labels)
-    # The component's own ink, with the anti-aliased rim the threshold left out; a neighbour's ink in the box is not.
-    rim = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))) > 0
-    own = np.where(rim, region, 0.0).astype(np.float32)
+    own = np.where(_rim(mask), region, 0.0).astype(np.float32)
     stroke = max(1.0, stroke_width(mask.astype(np.float32)))
-    columns = np.arange(group.width)
-    candidates, costs, seen = [], [], set()
-    paths_by_cut: dict[tuple[int, int], npt.NDArray[np.int64]] = {}  # k-way candidates share cuts
-    for cuts in cut_sets(mask.sum(axis=0).astype(np.float32), group.width, height):
-        for cut in cuts:
-            if cut not in paths_by_cut:
-                paths_by_cut[cut] = cut_path(mask, *cut)
-        paths = [paths_by_cut[cut] for cut in cuts]
-        key = b"".join(path.tobytes() for path in paths)
-        if key in seen:  # two starting points led to the same cuts
-            continue
-        seen.add(key)
-        edges = [np.zeros(group.height, np.int64), *paths, np.full(group.height, group.width)]
-        pieces = [
-            _piece(own, mask & (columns >= left[:, None]) & (columns < right[:, None]), group, height)
-            for left, right in itertools.pairwise(edges)
-        ]
-        if any(piece is None for piece in pieces):
-            continue
-        indices = list(range(len(plan.pieces), len(plan.pieces) + len(pieces)))
-        plan.pieces.extend(p for p in pieces if p is not None)
-        candidates.append(indices)
-        crossed = [float(mask[np.arange(group.height), np.minimum(path, group.width - 1)].sum()) for path in paths]
-        costs.append(sum(CUT_PENALTY + INK_CUT_PENALTY * ink_crossed / stroke for ink_crossed in crossed))
-    plan.groups.append(candidates)
-    plan.cut_costs.append(costs)
+    paths: dict[bytes, npt.NDArray[np.int64]] = {}
+    for centre, reach in cut_points(mask.sum(axis=0).astype(np.float32), group.width, height):
+        path = cut_path(mask, centre, reach)
+        paths.setdefault(path.tobytes(), path)
+    costs = {key: strokes_crossed(mask, path, stroke) for key, path in paths.items()}
+    kept: list[npt.NDArray[np.int64]] = []
+    for key in sorted(paths, key=costs.__getitem__):  # the cheapest cut of any two close ones stays
+        if all(np.abs(paths[key] - other).mean() >= MIN_PART * height for other in kept):
+            kept.append(paths[key])
+    kept.sort(key=lambda path: float(path.mean()))
+    inner = list(np.maximum.accumulate(np.stack(kept), axis=0)) if kept else []  # paths that cross are evened out
+    edges = [np.zeros(group.height, np.int64), *inner, np.full(group.height, group.width)]
+    return Split(group, own, mask, edges, [strokes_crossed(mask, path, stroke) for path in inner])
+
+
+def strokes_crossed(mask: Mask, path: npt.NDArray[np.int64], stroke: float) -> float:
+    """How many strokes of ink a cut along the path goes through."""
+    return float(mask[np.arange(mask.shape[0]), np.minimum(path, mask.shape[1] - 1)].sum()) / stroke
+
+
+def add_segments(plan: Plan, splits: list[Split], height: float) -> None:
+    """Every run of consecutive parts no wider than a digit can be, as a piece: within one group (a digit cut from
+    its touching neighbour) or across groups (the pieces of a broken stroke)."""
+    parts = [(split, k) for split in splits for k in range(split.parts)]
+    plan.node_cuts = [None]
+    for (one, k), (other, _) in itertools.pairwise(parts):
+        plan.node_cuts.append(one.crossed[k] if one is other else None)
+    plan.node_cuts.append(None)
+    extents = [split.columns(k, k) for split, k in parts]
+    for start in range(len(parts)):
+        left, right = extents[start]
+        for end in range(start + 1, len(parts) + 1):
+            left, right = min(left, extents[end - 1][0]), max(right, extents[end - 1][1])
+            if end > start + 1 and right - left > MAX_SPAN * height and not whole_group(parts, start, end):
+                if parts[end - 1][0] is not parts[start][0]:
+                    break  # wider still from here on, and no longer within the group it started in
+                continue
+            piece = _piece(parts[start:end])
+            if piece is not None:
+                plan.segments.append(Segment(start, end, len(plan.pieces), *joins(parts[start:end], height)))
+                plan.pieces.append(piece)
+            elif end == start + 1:  # cuts that crossed left nothing between them: a reading passes over it
+                plan.segments.append(Segment(start, end, EMPTY))
+
+
+def whole_group(parts: list[tuple[Split, int]], start: int, end: int) -> bool:
+    """Whether parts start..end-1 are all of one group: one component is always a candidate digit, however wide."""
+    split, first = parts[start]
+    return first == 0 and parts[end - 1] == (split, split.parts - 1)
+
+
+def joins(parts: list[tuple[Split, int]], height: float) -> tuple[int, float]:
+    """How many separate groups the parts join into one digit, and the gaps between them in digit heights."""
+    count, gap = 0, 0.0
+    for (one, _), (other, _) in itertools.pairwise(parts):
+        if one is not other:
+            count += 1
+            gap += max(0, other.group.left - one.group.right) / height
+    return count, gap
+
+
+def cut_points(profile: npt.NDArray[np.float32], width: int, height: float) -> list[tuple[int, int]]:
+    """Where cuts may start (centre column, reach): those of every candidate set, once."""
+    return list(dict.fromkeys(cut for cuts in cut_sets(profile, width, height) for cut in cuts))
 
 
 def cut_sets(profile: npt.NDArray[np.float32], width: int, height: float) -> list[tuple[tuple[int, int], ...]]:
@@ -435,19 +529,33 @@ def cut_path(mask: Mask, centre: int, reach: int) -> npt.NDArray[np.int64]:
     return path + low
 
 
-def _piece(own: Gray, mask: Mask, group: Group, height: float) -> Piece | None:
-    """The group's ink under the mask as a digit, or None when the cuts leave no ink there."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+def _rim(mask: Mask) -> Mask:
+    """The mask grown by a pixel: the anti-aliased edge of the strokes that the threshold left out."""
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))) > 0
+
+
+def _piece(parts: list[tuple[Split, int]]) -> Piece | None:
+    """The ink of consecutive parts (of one group or of several) as a digit, or None when they hold no ink."""
+    runs = [(split, [k for _, k in run]) for split, run in itertools.groupby(parts, key=lambda part: part[0])]
+    top = min(split.group.top for split, _ in runs)
+    left = min(split.group.left for split, _ in runs)
+    bottom = max(split.group.bottom for split, _ in runs)
+    right = max(split.group.right for split, _ in runs)
+    canvas = np.zeros((bottom - top, right - left), np.float32)
+    for split, ks in runs:
+        mask = split.between(ks[0], ks[-1])
+        g = split.group
+        window = canvas[g.top - top : g.bottom - top, g.left - left : g.right - left]
+        np.maximum(window, np.where(_rim(mask), split.own, 0.0), out=window)
+    rows, cols = np.flatnonzero(canvas.any(axis=1)), np.flatnonzero(canvas.any(axis=0))
     if len(rows) == 0:
         return None
-    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    rim = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))) > 0
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     try:
-        digit = digit_of_ink(np.where(rim, own, 0.0)[top:bottom, left:right].astype(np.float32))
+        digit = digit_of_ink(canvas[y0:y1, x0:x1])
     except BlankImage:
         return None
-    box = (group.left + left, group.top + top, right - left, bottom - top)
-    return Piece(digit, box, shape_prior(right - left, bottom - top, height))
+    return Piece(digit, (left + x0, top + y0, x1 - x0, y1 - y0))
 
 
 def shape_prior(width: int, height: int, digit_height: float) -> float:
@@ -460,11 +568,48 @@ def shape_prior(width: int, height: int, digit_height: float) -> float:
 # ------------------------------------------------------------------------------------------------------- choose
 
 
-def candidate_score(plan: Plan, group: int, candidate: int, confidences: npt.NDArray[np.float32]) -> float:
-    """Log-probability that every piece is the digit the model says, plus the shape priors, less the cuts' cost."""
-    pieces = plan.groups[group][candidate]
-    score = sum(CONFIDENCE_WEIGHT * math.log(max(float(confidences[i]), 1e-9)) + plan.pieces[i].prior for i in pieces)
-    return score - plan.cut_costs[group][candidate]
+def model_evidence(logits: npt.NDArray[np.float32]) -> list[float]:
+    """Each piece's log-score from the model: its raw softmax confidence, weighed. (The not-a-digit detector's score
+    added to it did not pick better readings on the dev seed: it takes half a digit or two squeezed ones for a
+    digit as readily as the classifier does.)"""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    confidences = (shifted / shifted.sum(axis=1, keepdims=True)).max(axis=1)
+    return (CONFIDENCE_WEIGHT * np.log(np.maximum(confidences, 1e-9))).tolist()
+
+
+def best_path(plan: Plan, evidence: list[float]) -> list[int]:
+    """The pieces of the reading that scores best (dynamic programming over the graph, left to right): the
+    log-probability that every piece is the digit the model says, plus the shape priors, less the cuts and joins."""
+    last = len(plan.node_cuts) - 1
+    best = [-math.inf] * (last + 1)
+    best[0] = 0.0
+    came: list[Segment | None] = [None] * (last + 1)
+    for segment in plan.segments:  # ordered by start: every way into a node is known before leaving it
+        score = 0.0 if segment.piece == EMPTY else evidence[segment.piece] + piece_prior(plan, segment.piece)
+        total = best[segment.start] + score - join_cost(segment) - cut_cost(plan.node_cuts[segment.end])
+        if total > best[segment.end]:
+            best[segment.end], came[segment.end] = total, segment
+    chosen, node = [], last
+    while node > 0 and (segment := came[node]) is not None:
+        chosen.append(segment.piece)
+        node = segment.start
+    return [piece for piece in chosen[::-1] if piece != EMPTY]
+
+
+def cut_cost(crossed: float | None) -> float:
+    """What a reading that cuts there pays: a constant and the strokes crossed; nothing at a gap between groups."""
+    return 0.0 if crossed is None else CUT_PENALTY + INK_CUT_PENALTY * crossed
+
+
+def join_cost(segment: Segment) -> float:
+    """Separate groups read as one digit pay for each join, and for the gaps between them."""
+    return JOIN_PENALTY * segment.joins + GAP_PENALTY * segment.gap
+
+
+def piece_prior(plan: Plan, index: int) -> float:
+    """Log-score of one piece's shape against the digits' height."""
+    _, _, width, height = plan.pieces[index].box
+    return shape_prior(width, height, plan.height)
 
 
 def resolve(plan: Plan, probabilities: npt.NDArray[np.float32], logits: npt.NDArray[np.float32]) -> Reading:
@@ -474,12 +619,7 @@ def resolve(plan: Plan, probabilities: npt.NDArray[np.float32], logits: npt.NDAr
     against; the calibrated `probabilities` are what each digit reports. Calibration sharpens the default model
     (T = 0.43), which made it sure of fragments: a 2's tail read as a 7 outscored the whole 2.
     """
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    confidences = (shifted / shifted.sum(axis=1, keepdims=True)).max(axis=1)
-    chosen: list[int] = []
-    for group, candidates in enumerate(plan.groups):
-        scores = [candidate_score(plan, group, c, confidences) for c in range(len(candidates))]
-        chosen.extend(candidates[int(np.argmax(scores))])
+    chosen = best_path(plan, model_evidence(logits))
     digits = [_read_digit(plan, i, probabilities[i]) for i in sorted(chosen, key=lambda i: _centre(plan.pieces[i]))]
     if not digits:
         raise NoDigits("Nothing in the image looks like a digit.")

@@ -7,10 +7,11 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 import pytest
+from PIL import Image, ImageFilter
 
 from app.errors import NoDigits, TooManyDigits
 from app.preprocess import model_input
-from app.reading import Reading, label_components, plan_reading, plan_upload, resolve
+from app.reading import Reading, flatten_background, label_components, plan_reading, plan_upload, resolve
 from tests.helpers import MODELS_DIR, encode
 from training.data import Mnist
 
@@ -75,6 +76,30 @@ def test_a_broken_digit_is_merged(mnist_sample: Mnist, cnn: ort.InferenceSession
     ink = row_of([five, enlarged(mnist_sample.test.images[0])], [20, 130])
     assert label_components(ink > 0.2)[1] >= 3  # the flag, the body, the 7
     assert read(ink, cnn).text == "57"
+
+
+def test_a_digit_broken_sideways_is_joined(mnist_sample: Mnist, cnn: ort.InferenceSession) -> None:
+    """A 0 whose loop is broken top and bottom leaves two arcs side by side that do not overlap: read apart they are
+    two digits (a 1 and a 7, say); the reading graph joins them because the model is surer of the whole."""
+    zero = enlarged(mnist_sample.test.images[3])
+    columns = np.flatnonzero(zero.any(axis=0))
+    middle = (columns[0] + columns[-1]) // 2
+    zero[:, middle - 3 : middle + 3] = 0  # a gap 6 px wide through the loop
+    ink = row_of([zero, enlarged(mnist_sample.test.images[0])], [20, 130])
+    assert label_components(ink > 0.2)[1] == 3  # the two arcs, the 7
+    reading = read(ink, cnn)
+    assert reading.text == "07"
+    assert reading.digits[0].box[2] >= columns[-1] - columns[0] - 2  # one box over both arcs
+
+
+def test_thick_marker_strokes_keep_their_ink(mnist_sample: Mnist) -> None:
+    """The background estimate must not take a wide stroke for shading: subtracting it hollowed marker strokes on a
+    large image out (a 1 then read as an 8)."""
+    seven = Image.fromarray(mnist_sample.test.images[0]).resize((168, 168), Image.Resampling.BILINEAR)
+    solid = Image.fromarray((np.asarray(seven) > 127).astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(9))
+    ink = np.zeros((260, 300), np.float32)
+    ink[40:208, 40:208] = np.asarray(solid, np.float32) / 255  # strokes ~20 px wide
+    assert flatten_background(ink)[ink > 0.5].min() > 0.9
 
 
 def test_touching_digits_are_split(mnist_sample: Mnist, cnn: ort.InferenceSession) -> None:
