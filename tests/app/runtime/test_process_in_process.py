@@ -27,9 +27,9 @@ import pytest
 
 from app.cards import read_card
 from app.runtime import process as process_module
-from app.runtime.messages import Answer, Failed, Open, Ready, Run, StartFailed
-from app.runtime.process import ModelProcess, ModelProcessError, ModelProcessLost, _serve
-from app.runtime.session import ModelLoadError
+from app.runtime.messages import Answer, Close, Failed, Open, Opened, Ready, Run, StartFailed
+from app.runtime.process import ModelProcess, ModelProcessError, ModelProcessLost, _first_line, _serve
+from app.runtime.session import ModelLoadError, open_checked_session
 from tests.helpers import MODELS_DIR
 from training.data import Mnist
 
@@ -115,6 +115,50 @@ def test_the_child_ignores_ctrl_c_which_reaches_the_whole_process_group() -> Non
     assert handler == signal.SIG_IGN
 
 
+def test_the_child_opens_every_session_with_the_workers_thread_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[ort.InferenceSession] = []
+
+    def recorded(*args: Any) -> ort.InferenceSession:
+        opened.append(open_checked_session(*args))
+        return opened[-1]
+
+    monkeypatch.setattr(process_module, "open_checked_session", recorded)
+
+    def talk(parent: Connection) -> list[object]:
+        answers = [parent.recv()]
+        parent.send(Open("lenet", MODELS_DIR / "lenet" / "model.onnx", read_card(MODELS_DIR / "lenet")))
+        answers.append(parent.recv())
+        parent.close()
+        return answers
+
+    ready, lenet = serve_in_this_process({"cnn": CNN}, talk)
+    assert (ready, lenet) == (Ready(), Opened(["CPUExecutionProvider"]))
+    # ONNX Runtime's own default is 0: as many threads as the node has cores, whatever the container's share.
+    threads = [(o.intra_op_num_threads, o.inter_op_num_threads) for o in (s.get_session_options() for s in opened)]
+    assert threads == [(1, 1), (1, 1)]  # the one it started with, and the one it was sent
+
+
+def test_the_child_drops_a_closed_session_and_ignores_a_close_for_one_it_does_not_hold(mnist_sample: Mnist) -> None:
+    def talk(parent: Connection) -> list[object]:
+        answers = [parent.recv()]
+        parent.send(Close("never-opened"))
+        parent.send(Close("cnn"))
+        parent.send(Run("cnn", images(mnist_sample, 1), ("probabilities",)))
+        answers.append(parent.recv())
+        parent.close()
+        return answers
+
+    ready, after_close = serve_in_this_process({"cnn": CNN}, talk)
+    assert ready == Ready()
+    assert after_close == Failed("KeyError: 'cnn'")  # still running, without the session
+
+
+def test_an_error_is_reported_by_its_first_line_cut_to_300_characters() -> None:
+    assert _first_line(ValueError("bad input\n  at node 7")) == "bad input"
+    assert _first_line(ValueError("x" * 400)) == "x" * 300
+    assert _first_line(ValueError()) == "ValueError"  # no message: its type says what went wrong
+
+
 # The parent, against the child's loop in a thread.
 
 
@@ -143,6 +187,8 @@ class ThreadChild:
         self.models = [m.key for m in args[1]]  # the sessions it was started with
         self.arguments = args[2:]  # providers and thread counts
         self.gate = threading.Event()
+        self.linger = threading.Event()  # set: it ends as its loop returns
+        self.linger.set()
         self.exitcode: int | None = None
         # Its own descriptor, as a child process has: the parent closes its copy of the child's end after start().
         self._connection = Connection(os.dup(args[0].fileno()))
@@ -158,6 +204,7 @@ class ThreadChild:
             pass  # killed: its pipe was shut under it
         finally:
             self._connection.close()
+            self.linger.wait()
             if self.exitcode is None:
                 self.exitcode = 0
 
@@ -165,6 +212,7 @@ class ThreadChild:
         return self.exitcode is None and self._thread.is_alive()
 
     def kill(self) -> None:
+        self.linger.set()
         if self.exitcode is None:
             self.exitcode = -signal.SIGKILL
             try:
@@ -186,6 +234,7 @@ class ThreadChildren:
         self.methods: list[str] = []
         self.child_ends: list[Connection] = []
         self.hold = False  # new children start with their gate shut
+        self.linger = False  # new children stay alive after their loop returns, until their linger is set
 
     def get_context(self, method: str) -> ThreadChildren:
         self.methods.append(method)
@@ -200,6 +249,8 @@ class ThreadChildren:
         child = ThreadChild(target, args, name, daemon)
         if not self.hold:
             child.gate.set()
+        if self.linger:
+            child.linger.clear()
         self.children.append(child)
         return child
 
@@ -318,8 +369,9 @@ def test_a_model_the_child_cannot_open_is_a_load_error_and_is_not_opened_again(
     broken.write_bytes(b"not onnx")
 
     async def scenario() -> None:
-        with pytest.raises(ModelLoadError, match=str(broken)):
+        with pytest.raises(ModelLoadError) as refused:
             await process.open("broken", broken, CARD)
+        assert str(refused.value).startswith(f"{broken}: ")  # as an in-process load says it: the file, then why
         assert process.ready  # the process goes on
         children.last.kill()
         await until(lambda: len(children.children) == 2 and process.ready)
@@ -379,11 +431,13 @@ def test_a_killed_child_fails_its_calls_and_is_replaced_at_once_with_its_models(
 
 
 def test_a_call_after_the_child_died_unseen_starts_another(
-    process: ModelProcess, children: ThreadChildren, mnist_sample: Mnist
+    process: ModelProcess, children: ThreadChildren, mnist_sample: Mnist, caplog: pytest.LogCaptureFixture
 ) -> None:
     children.last.kill()  # no event loop runs: nobody reads the pipe
     children.last.join(LIMIT_S)
-    values, _ = run(process.run("cnn", images(mnist_sample, 2), ["probabilities"]))
+    with caplog.at_level(logging.ERROR, logger="app.runtime.process"):
+        values, _ = run(process.run("cnn", images(mnist_sample, 2), ["probabilities"]))
+    assert caplog.messages == ["the model process stopped (exit code -9): starting a new model process"]
     assert values["probabilities"].shape == (2, 10)
     assert len(children.children) == 2
 
@@ -469,6 +523,7 @@ def test_close_ends_an_idle_child_and_fails_nothing(process: ModelProcess, child
     assert child.exitcode == 0  # it read end-of-file and returned: not killed
     assert not process.ready
     assert process._process is None
+    run(process.close_model("cnn"))  # a reload dropping a model as the service stops: nothing left to tell
 
 
 def test_close_fails_the_calls_still_waiting_and_kills_a_child_that_does_not_end(
@@ -488,3 +543,68 @@ def test_close_fails_the_calls_still_waiting_and_kills_a_child_that_does_not_end
     assert child.exitcode == -signal.SIGKILL
     assert not child.is_alive()
     assert process._process is None
+
+
+def test_a_call_waiting_for_a_process_that_does_not_start_fails_in_time(
+    children: ThreadChildren, monkeypatch: pytest.MonkeyPatch, mnist_sample: Mnist
+) -> None:
+    monkeypatch.setattr(process_module, "START_TIMEOUT_S", 0.05)
+    children.hold = True
+    process = ModelProcess(["CPUExecutionProvider"], intra_op_threads=1, inter_op_threads=1)
+    process.start()
+    try:
+        with pytest.raises(ModelProcessLost, match=r"^the model process did not start within 0.05 s$"):
+            run(process.run("cnn", images(mnist_sample, 1), ["probabilities"]))
+    finally:
+        children.last.gate.set()
+        process.close()
+
+
+def failed_start(children: ThreadChildren, process: ModelProcess, model: Path) -> None:
+    """`process` holding `model` as "cnn", then its process killed and the replacement unable to open the file."""
+
+    async def scenario() -> None:
+        await process.open("cnn", model, CARD)
+        model.write_bytes(b"not onnx")
+        children.last.kill()
+        await until(lambda: len(children.children) == 2 and process._connection is None)  # StartFailed read
+
+    run(scenario())
+    assert not process.ready
+
+
+def test_a_call_while_a_failed_child_is_still_exiting_starts_another(
+    children: ThreadChildren, mnist_sample: Mnist, tmp_path: Path
+) -> None:
+    model = tmp_path / "model.onnx"
+    shutil.copyfile(CNN, model)
+    process = ModelProcess(["CPUExecutionProvider"], intra_op_threads=1, inter_op_threads=1)
+    try:
+        children.linger = True  # each child stays alive a while after its loop returns, as a process exiting does
+        failed_start(children, process, model)
+        assert children.last.is_alive()
+        shutil.copyfile(CNN, model)
+        values, _ = run(process.run("cnn", images(mnist_sample, 1), ["probabilities"]))
+        assert values["probabilities"].shape == (1, 10)
+        assert len(children.children) == 3
+    finally:
+        for child in children.children:
+            child.linger.set()
+        process.close()
+
+
+def test_a_model_closed_while_its_process_could_not_start_is_not_opened_by_the_next(
+    children: ThreadChildren, tmp_path: Path
+) -> None:
+    model = tmp_path / "model.onnx"
+    shutil.copyfile(CNN, model)
+    process = ModelProcess(["CPUExecutionProvider"], intra_op_threads=1, inter_op_threads=1)
+    try:
+        failed_start(children, process, model)
+        run(process.close_model("cnn"))  # no process to tell
+        assert run(process.open("lenet", MODELS_DIR / "lenet" / "model.onnx", read_card(MODELS_DIR / "lenet"))) == [
+            "CPUExecutionProvider"
+        ]
+        assert children.last.models == []
+    finally:
+        process.close()
