@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Iterator
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
 import numpy as np
 import pytest
 from PIL import Image
@@ -31,6 +32,7 @@ from app.errors import (
     BadSetting,
     BadTarget,
     BlankImage,
+    ImageTooLarge,
     InvalidInferenceRequest,
     UnknownLayer,
     UnknownMethod,
@@ -267,6 +269,7 @@ def test_a_batch_keeps_each_files_place_around_failures(dataplane: DataPlane, mn
     assert second is not None
     assert (first.digit, second.digit) == (mnist_sample.test.labels[1], mnist_sample.test.labels[0])
     assert first.model == "lenet"
+    assert second.activations_url.startswith(f"{BASE}activations?input=")
     assert np.array_equal(
         decode_token(token_of(second.activations_url), dataplane.settings.token_key), mnist_sample.test.images[0]
     )
@@ -281,11 +284,11 @@ def test_a_batch_keeps_each_files_place_around_failures(dataplane: DataPlane, mn
 
 def test_activations_in_base64_are_the_json_maps_with_every_bit(dataplane: DataPlane, mnist_sample: Mnist) -> None:
     data = encode(mnist_sample.test.images[2])
-    as_json = run(dataplane.activations(data, model="cnn", layers=["conv1", "conv3"], encoding="json"))
-    as_base64 = run(dataplane.activations(data, model="cnn", layers=["conv1", "conv3"], encoding="base64"))
-    assert (as_json.model, as_json.model_version, as_json.kind) == ("cnn", "1", "cnn")
+    as_json = run(dataplane.activations(data, model="lenet", layers=["conv1", "conv2"], encoding="json"))
+    as_base64 = run(dataplane.activations(data, model="lenet", layers=["conv1", "conv2"], encoding="base64"))
+    assert (as_json.model, as_json.model_version, as_json.kind) == ("lenet", "1", "cnn")  # not the default model
     assert as_json.input == mnist_sample.test.images[2].tolist()
-    assert [layer.name for layer in as_base64.layers] == ["conv1", "conv3"]
+    assert [layer.name for layer in as_base64.layers] == ["conv1", "conv2"]
     for json_layer, base64_layer in zip(as_json.layers, as_base64.layers, strict=True):
         assert isinstance(base64_layer.data, str)
         maps = np.frombuffer(base64.b64decode(base64_layer.data), "<f4").reshape(base64_layer.shape)
@@ -323,7 +326,7 @@ def test_a_number_is_read_digit_by_digit_in_one_model_call(dataplane: DataPlane,
         x, _, width, _ = digit.box
         assert k * 40 + 6 <= x
         assert x + width <= k * 40 + 34
-        assert token_of(digit.activations_url)
+        assert digit.activations_url.startswith(f"{BASE}activations?input=")
 
 
 def test_a_reading_reports_each_digits_own_verdict_pixels_and_box(dataplane: DataPlane, mnist_sample: Mnist) -> None:
@@ -394,6 +397,12 @@ def test_an_explanation_of_a_token_defaults_to_the_predicted_digit_and_the_model
     assert answer.encoding == "json"
     assert answer.baseline
     assert answer.settings == {}
+    exact = run(
+        dataplane.explain(
+            token, model="softmax", method="exact", target=3, options=options, base_url=BASE, encoding="json"
+        )
+    )  # offered by softmax, not by the default model
+    assert (exact.method, exact.target) == ("exact", 3)
 
 
 def test_an_explanation_of_an_upload_with_a_method_a_target_and_settings(
@@ -458,3 +467,94 @@ def test_a_bad_explanation_request_is_refused_before_any_image_work(
             )
     run(dataplane.check_explanation("cnn", "occlusion", 0, Options()))  # and a good one passes
     run(dataplane.check_explanation("cnn", None, 9, Options()))
+    run(dataplane.check_explanation("softmax", "exact", None, Options()))  # each model's own methods
+    with pytest.raises(UnknownMethod, match="not offered for model 'softmax'"):
+        run(dataplane.check_explanation("softmax", "gradcam", None, Options()))
+
+
+def test_explaining_images_refuses_a_method_the_model_does_not_offer(dataplane: DataPlane, mnist_sample: Mnist) -> None:
+    images = mnist_sample.test.images[:1].astype(np.float32) / 255
+    with pytest.raises(UnknownMethod, match="not offered for model 'cnn'"):
+        run(dataplane.explain_images(dataplane.model("cnn"), images, method="exact", targets=None, options=Options()))
+
+
+def test_the_image_limit_of_the_settings_applies_before_decoding(dataplane: DataPlane) -> None:
+    settings = Settings(models_dir=MODELS_DIR, max_image_pixels=100 * 100)
+    small = DataPlane(dataplane.registry, settings, dataplane.decode_pool)
+    with pytest.raises(ImageTooLarge, match="the limit is 10,000"):
+        run(small.decoded(encode(np.zeros((100, 101), np.uint8)), lambda data, limits: pytest.fail("decoded")))
+
+
+def test_a_plain_mnist_png_never_reaches_the_decoder(
+    dataplane: DataPlane, mnist_sample: Mnist, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def decoder(data: bytes, limits: Limits) -> None:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr("app.dataplane.preprocess", decoder)
+    digit = mnist_sample.test.images[6]
+    assert np.array_equal(run(dataplane.prepare(encode(digit))), digit)
+
+
+class BlockedExplanations:
+    """app.explain's explain_images replaced by work that holds its thread until released (or a guard ends it),
+    counting how many run at once."""
+
+    def __init__(self, guard_s: float) -> None:
+        self.lock, self.active, self.peak = threading.Lock(), 0, 0
+        self.release = threading.Event()
+        self.guard_s = guard_s
+
+    def __call__(self, **_: object) -> list[str]:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        self.release.wait(self.guard_s)
+        with self.lock:
+            self.active -= 1
+        return ["explained"]
+
+
+def test_at_most_two_explanations_run_at_once_per_worker(
+    dataplane: DataPlane, mnist_sample: Mnist, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = BlockedExplanations(guard_s=0.2)  # a third running at once would be seen in the peak at once
+    monkeypatch.setattr("app.dataplane.explain_images", work)
+    own = DataPlane(dataplane.registry, dataplane.settings, dataplane.decode_pool)
+    images = mnist_sample.test.images[:1].astype(np.float32) / 255
+
+    async def three() -> list[list[str]]:
+        loaded = own.model("cnn")
+        calls = [own.explain_images(loaded, images, method=None, targets=None, options=Options()) for _ in range(3)]
+        return list(await asyncio.gather(*calls))
+
+    assert run(three()) == [["explained"]] * 3
+    assert work.peak == CONCURRENT_EXPLANATIONS == 2
+
+
+def test_a_cancelled_explanation_leaves_its_thread_at_once(
+    dataplane: DataPlane, mnist_sample: Mnist, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = BlockedExplanations(guard_s=5.0)  # only ends a hang, should the cancel wait for the thread
+    monkeypatch.setattr("app.dataplane.explain_images", work)
+    images = mnist_sample.test.images[:1].astype(np.float32) / 255
+
+    async def cancelled() -> bool:
+        loaded = dataplane.model("cnn")
+        scope = anyio.CancelScope()  # as a request's deadline cancels its work
+
+        async def explain() -> None:
+            with scope:
+                await dataplane.explain_images(loaded, images, method=None, targets=None, options=Options())
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(explain)
+            while work.active == 0:
+                await asyncio.sleep(0.001)
+            scope.cancel()
+        return work.active == 1  # the request is gone; its thread finishes on its own
+
+    try:
+        assert run(cancelled())
+    finally:
+        work.release.set()
