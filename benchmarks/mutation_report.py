@@ -36,6 +36,7 @@ MODULES = {
     "admission": "app/admission.py",
     "batcher": "app/runtime/batcher.py",
     "process": "app/runtime/process.py",
+    "dataplane": "app/dataplane.py",
 }
 # mutmut's exit codes (mutmut.stats.status_by_exit_code): 1 and 3 a test failed; 36 and the SIGXCPU codes a timeout.
 KILLED = {1, 3}
@@ -53,6 +54,11 @@ def mutant_prefix(path: str) -> str:
 
 def run_module(path: str, children: int) -> int:
     """mutmut on one module's mutants; its exit status (124 when it ran past the limit)."""
+    copy = MUTANTS / path
+    if copy.exists() and not (MUTANTS / (path + ".meta")).exists():
+        # Copied unmutated while the module was not configured yet: mutmut would take the copy as up to date and
+        # find no mutant of it ("nothing matches").
+        copy.unlink()
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), mutant_prefix(path) + ".*"]
     # Its own process group: past the limit, mutmut's workers (and the model processes they start) stop with it.
     run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, start_new_session=True)

@@ -102,9 +102,10 @@ def test_a_failing_request_does_not_fail_its_neighbours() -> None:
 def test_observer_sees_batch_sizes_and_queue_waits() -> None:
     seen: list[tuple[int, float]] = []
     batcher = Batcher(Recorder(), max_batch=64, max_delay_s=0.01, observe=lambda n, wait: seen.append((n, wait)))
+    began = time.perf_counter()
     asyncio.run(run_all(batcher, [1.0] * 5))
     assert [n for n, _ in seen] == [5]
-    assert seen[0][1] >= 0
+    assert 0 <= seen[0][1] <= time.perf_counter() - began  # the first request's wait: within the whole run
 
 
 def test_multi_image_requests_are_split_back() -> None:
@@ -222,6 +223,21 @@ def test_a_request_arriving_within_the_delay_joins_the_batch() -> None:
     assert model.sizes == [2]
 
 
+def test_a_request_arriving_within_a_short_delay_joins_the_batch() -> None:
+    model = Recorder()
+    batcher = Batcher(model, max_batch=64, max_delay_s=0.9)  # delays are milliseconds in service: under a second
+
+    async def arriving_while_the_first_waits() -> None:
+        first = asyncio.ensure_future(batcher.infer(images(1.0), ["p"]))
+        for _ in range(5):  # the worker takes the first request and waits for more
+            await asyncio.sleep(0)
+        await asyncio.gather(first, batcher.infer(images(2.0), ["p"]))
+        await batcher.close()
+
+    asyncio.run(arriving_while_the_first_waits())
+    assert model.sizes == [2]
+
+
 @pytest.mark.parametrize(("requests", "sizes"), [((2, 2), [4]), ((3, 2), [3, 2]), ((1, 1, 1, 1), [4])])
 def test_a_batch_takes_requests_whole_up_to_exactly_the_maximum(requests: tuple[int, ...], sizes: list[int]) -> None:
     model = Recorder()
@@ -255,6 +271,7 @@ def test_close_stops_the_worker() -> None:
         worker = batcher._worker
         assert worker is not None
         await batcher.close()
+        assert worker.done()  # ended by close itself, not by asyncio.run's cleanup
         return worker
 
-    assert asyncio.run(scenario()).done()
+    assert asyncio.run(scenario()).cancelled()

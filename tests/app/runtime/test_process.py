@@ -1,19 +1,15 @@
 """The model process answers as an in-process session would, one failing call fails alone, and a lost process
-fails only the calls it held: the next call starts a new one."""
+fails only the calls it held: the next call starts a new one. Each test here starts real child processes;
+test_process_in_process.py runs both sides in this process, in milliseconds, for mutation testing."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
-import multiprocessing
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
-from multiprocessing.connection import Connection
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -22,8 +18,7 @@ import pytest
 from app import errors
 from app.cards import read_card
 from app.main import runtime_config
-from app.runtime.messages import Answer, Failed, Open, Ready, Run, StartFailed
-from app.runtime.process import ModelProcess, ModelProcessError, ModelProcessLost, _serve
+from app.runtime.process import ModelProcess, ModelProcessError, ModelProcessLost
 from app.runtime.registry import load_registry
 from app.settings import Settings
 from tests.helpers import MODELS_DIR
@@ -167,76 +162,6 @@ def test_a_lost_process_is_replaced_at_once_and_is_not_ready_meanwhile(
         assert values["probabilities"].shape == (2, 10)
 
     asyncio.run(asyncio.wait_for(scenario(), 120))
-
-
-def serve_in_this_process(models: dict[str, Path], talk: Callable[[Connection], list[object]]) -> list[object]:
-    """The child's loop (`_serve`) run right here, in the main thread as in the child, with `talk` as the parent in
-    another thread: what the child answered. Run in-process so that what it does is seen, not only its answers."""
-    parent, child = multiprocessing.Pipe()
-    answers: list[object] = []
-    parent_side = threading.Thread(target=lambda: answers.extend(talk(parent)))
-    sigint = signal.getsignal(signal.SIGINT)
-    opens = [Open(key, path, read_card(MODELS_DIR / key)) for key, path in models.items()]
-    parent_side.start()
-    try:
-        _serve(child, opens, ["CPUExecutionProvider"], 1, 1)
-    finally:
-        signal.signal(signal.SIGINT, sigint)
-        child.close()  # should the loop fail, the parent side reads end-of-file instead of waiting
-        parent_side.join(30)
-    return answers
-
-
-def test_the_child_answers_calls_in_order_and_one_bad_call_fails_alone(mnist_sample: Mnist) -> None:
-    x = images(mnist_sample, 3)
-
-    def talk(parent: Connection) -> list[object]:
-        answers = [parent.recv()]  # ready, once the sessions are open
-        parent.send(Run("cnn", x, ("probabilities",)))
-        parent.send(Run("cnn", np.zeros((1, 27, 27, 1), np.float32), ("probabilities",)))
-        parent.send(Run("cnn", x[:1], ("logits", "probabilities")))
-        answers += [parent.recv() for _ in range(3)]
-        parent.close()  # the child reads end-of-file and returns
-        return answers
-
-    began = time.perf_counter()
-    ready, first, bad, last = serve_in_this_process({"cnn": CNN}, talk)
-    took = time.perf_counter() - began
-    assert ready == Ready()
-    session = ort.InferenceSession(str(CNN), providers=["CPUExecutionProvider"])
-    assert isinstance(first, Answer)
-    assert list(first.values) == ["probabilities"]
-    np.testing.assert_allclose(
-        first.values["probabilities"], session.run(["probabilities"], {"image": x})[0], atol=1e-6
-    )
-    assert 0 < first.seconds < took  # the seconds ONNX Runtime took, within the whole exchange
-    assert isinstance(bad, Failed)
-    assert bad.error.startswith(("InvalidArgument: ", "Fail: ", "RuntimeException: "))
-    assert "image" in bad.error
-    assert "\n" not in bad.error
-    assert isinstance(last, Answer)
-    assert list(last.values) == ["logits", "probabilities"]  # each value under its own name
-    np.testing.assert_allclose(last.values["logits"], session.run(["logits"], {"image": x[:1]})[0], atol=1e-5)
-
-
-def test_a_child_that_cannot_open_its_models_says_why_and_stops(tmp_path: Path) -> None:
-    broken = tmp_path / "model.onnx"
-    broken.write_bytes(b"not onnx")
-    [answer] = serve_in_this_process({"cnn": broken}, lambda parent: [parent.recv()])
-    assert isinstance(answer, StartFailed)
-    assert str(broken) in answer.error  # ONNX Runtime's own first line, naming the file
-    assert "\n" not in answer.error
-
-
-def test_the_child_ignores_ctrl_c_which_reaches_the_whole_process_group() -> None:
-    def talk(parent: Connection) -> list[object]:
-        answers = [parent.recv(), signal.getsignal(signal.SIGINT)]
-        parent.close()
-        return answers
-
-    ready, handler = serve_in_this_process({"cnn": CNN}, talk)
-    assert ready == Ready()
-    assert handler == signal.SIG_IGN
 
 
 def test_a_lost_process_is_logged_with_its_exit_code(
