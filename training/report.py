@@ -21,15 +21,26 @@ def _save(figure: Figure, path: Path) -> Path:
 def _grid(
     images: npt.NDArray[np.floating], columns: int, titles: list[str] | None = None, cmap: str = "gray"
 ) -> Figure:
+    """The images tiled in one picture, each scaled to its own range, titles above them. One axis, not one per
+    image: matplotlib's subplots made a 64-map grid take 1.3 s to draw, the whole of a sample training run's figures
+    16 s of 51."""
     rows = int(np.ceil(len(images) / columns))
+    height, width = images.shape[1:3]
+    gap, band = 2, (height // 3 if titles else 0)  # the band above each tile holds its title
+    cell_h, cell_w = height + gap + band, width + gap
+    mosaic = np.full((rows * cell_h, columns * cell_w), np.nan)  # NaN draws as the figure's background
+    for index, image in enumerate(images):
+        row, col = divmod(index, columns)
+        low, high = float(image.min()), float(image.max())
+        top, left = row * cell_h + band, col * cell_w
+        mosaic[top : top + height, left : left + width] = (image - low) / (high - low) if high > low else 0.0
     figure = Figure(figsize=(columns * 1.1, rows * 1.2))
-    axes = figure.subplots(rows, columns, squeeze=False)
-    for index, axis in enumerate(axes.flat):
-        axis.axis("off")
-        if index < len(images):
-            axis.imshow(images[index], cmap=cmap)
-            if titles:
-                axis.set_title(titles[index], fontsize=7)
+    axis = figure.subplots()
+    axis.imshow(mosaic, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    axis.axis("off")
+    for index, title in enumerate(titles or []):
+        row, col = divmod(index, columns)
+        axis.text(col * cell_w + width / 2, row * cell_h + band - 1, title, ha="center", va="bottom", fontsize=7)
     return figure
 
 
@@ -80,7 +91,7 @@ def misclassified_figure(test: Split, probabilities: npt.NDArray[np.float32], pa
 def activation_figure(maps: npt.NDArray[np.float32], path: Path, title: str) -> Path:
     """One layer's maps for one image, (C, H, W), in a grid of 8 columns as in the notebook."""
     figure = _grid(maps, 8, cmap="viridis")
-    figure.suptitle(title)
+    figure.axes[0].set_title(title)
     return _save(figure, path)
 
 
