@@ -24,6 +24,7 @@ from pathlib import Path
 
 from app.protos import grpc_predict_v2_pb2 as pb
 from benchmarks.bench import ROOT, digits, serve
+from benchmarks.peers_memory import peak_rss
 
 WARM_UP_S = 2
 MODEL = "cnn"
@@ -37,6 +38,7 @@ class Result:
     requests_per_s: float
     mean_ms: float
     errors: int
+    peak_rss_mb: float = 0.0  # the service's whole process tree, during this run
 
 
 def grpc_body(pixels: bytes) -> bytes:
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     grpc_headers = ["content-type: application/grpc", "te: trailers"]
     grpc_url = f"http://127.0.0.1:{grpc_port}/inference.GRPCInferenceService/ModelInfer"
     results = []
-    with serve([sys.executable, "-m", "app"], f"{http}/health/ready", env):
+    with serve([sys.executable, "-m", "app"], f"{http}/health/ready", env) as service:
         for protocol, url, body, headers, connections, streams in (
             ("V2 REST binary", f"{http}/v2/models/{MODEL}/infer", "rest.bin", rest_headers, c, 1),
             ("V2 gRPC", grpc_url, "grpc.bin", grpc_headers, c, 1),
@@ -130,16 +132,24 @@ def main(argv: list[str] | None = None) -> int:
         ):
             before = grpc_failures(f"{http}/metrics")
             http1 = protocol == "V2 REST binary"
-            figures = h2load(
-                url, work / body, headers, connections=connections, streams=streams, seconds=args.seconds, http1=http1
-            )
+            with peak_rss(service.pid) as peak:
+                figures = h2load(
+                    url,
+                    work / body,
+                    headers,
+                    connections=connections,
+                    streams=streams,
+                    seconds=args.seconds,
+                    http1=http1,
+                )
             if not http1:
                 figures["errors"] += grpc_failures(f"{http}/metrics") - before
-            results.append(Result(protocol, connections, streams, **figures))
+            results.append(Result(protocol, connections, streams, **figures, peak_rss_mb=round(peak[0], 1)))
             r = results[-1]
             print(
                 f"{r.protocol:<16}{r.connections:>3} connections x {r.streams:<3} streams"
-                f"{r.requests_per_s:>9.0f} req/s  mean {r.mean_ms:>6.2f} ms  errors {r.errors}",
+                f"{r.requests_per_s:>9.0f} req/s  mean {r.mean_ms:>6.2f} ms  errors {r.errors}"
+                f"  peak RSS {r.peak_rss_mb:.0f} MB",
                 flush=True,
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)

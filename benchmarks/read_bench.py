@@ -2,7 +2,8 @@
 
     python -m benchmarks.read_bench            # part of `make bench`; needs wrk
 
-Prints requests/s and latency percentiles from wrk, the same load generator as benchmarks.bench.
+Prints requests/s and latency percentiles from wrk, the same load generator as benchmarks.bench, and the peak
+resident memory of the whole service (every process it started) during the load.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.bench import MULTIPART, digits, multipart_body, png, serve, wrk
+from benchmarks.peers_memory import peak_rss
 from tests.conftest import free_port
 
 
@@ -50,9 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     env = {"MNIST_PORT": str(port), "MNIST_GRPC_PORT": str(port + 1), "MNIST_LOG_LEVEL": "warning"}
     with tempfile.TemporaryDirectory() as folder:
         bodies = write_numbers(Path(folder))
-        with serve([sys.executable, "-m", "app"], f"{base}/health/ready", env):
+        with (
+            serve([sys.executable, "-m", "app"], f"{base}/health/ready", env) as service,
+            peak_rss(service.pid) as peak,
+        ):
             result = wrk(f"{base}/read?model={args.model}", bodies, MULTIPART, args.concurrency, args.seconds)
-    print(json.dumps({"route": "/read", "digits": 4, "concurrency": args.concurrency, **result}, indent=2))
+    report = {
+        "route": "/read",
+        "digits": 4,
+        "concurrency": args.concurrency,
+        **result,
+        "peak_rss_mb": round(peak[0], 1),
+    }
+    print(json.dumps(report, indent=2))
     return 0 if result["errors"] == 0 else 1
 
 
