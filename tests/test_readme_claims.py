@@ -105,6 +105,16 @@ def test_the_cards_describe_the_committed_files(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_each_card_md_is_its_card_json_rendered(name: str) -> None:
+    """card.md, the cards' human-readable side, says what card.json holds: every section, Explanations included
+    (recalibrating a model once rewrote card.md without it)."""
+    from training.report import card_markdown_of
+
+    folder = MODELS_DIR / name
+    assert card_markdown_of(folder, read_card(folder)) == (folder / "card.md").read_text()
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_the_calibration_table_is_the_cards(name: str) -> None:
     method, *cells = readme_table("model", "ECE before")[name]
     calibration = card(name).calibration

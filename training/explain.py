@@ -23,6 +23,7 @@ from app.cards import (
     write_json,
 )
 from app.explain import integrated_gradients
+from training import report
 from training.gradient_graph import explain_model
 
 EXPLAIN_FILE = "explain.onnx"
@@ -120,51 +121,9 @@ def export_explain(folder: Path, digits: npt.NDArray[np.uint8]) -> ModelCard:
     return updated
 
 
-SECTION = "\n## Explanations\n"
-
-
-def explain_markdown(card: ModelCard) -> str:
-    """The card's explanation section in Markdown: the gradient graph, its check and the faithfulness figures."""
-    assert card.explain is not None
-    explain, check = card.explain, card.explain.gradient_check
-    lines = [
-        SECTION,
-        f"`{explain.file}` ({explain.file_bytes:,} bytes, sha256 `{explain.file_sha256[:16]}...`): the gradient of the"
-        " target logit, built from model.onnx by `python -m training export-explain`.",
-        f"Checked on {check.images} test digits: correlation with central finite differences >= "
-        f"{check.min_correlation:.4f}, pixels off by > 5% of the largest gradient {check.pixels_off:.2%}; integrated"
-        f" gradients' completeness error at {check.steps} steps <= {check.max_completeness_error:.2%}.",
-        "",
-        f"Methods offered: {', '.join(explain.methods)}"
-        + (f" (Grad-CAM layer {explain.gradcam_layer})" if explain.gradcam_layer else "")
-        + ".",
-    ]
-    if explain.faithfulness:
-        lines += [
-            "",
-            "| method | deletion ratio (top 16 / random 16 ink) | deletion area / random | rank correlation, random"
-            " weights | offered |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for method, f in explain.faithfulness.items():
-            lines.append(
-                f"| {method} | {f.deletion_ratio:.1f}x | {f.deletion_area:.3f} / {f.random_area:.3f} |"
-                f" {f.randomised_rank_correlation:.2f} | {'yes' if f.offered else 'no'} |"
-            )
-        ig = explain.faithfulness.get("integrated_gradients")
-        if ig and ig.median_completeness_error is not None and ig.complete_within_1_percent is not None:
-            lines += [
-                "",
-                f"Integrated gradients' completeness on those digits: median error {ig.median_completeness_error:.2%},"
-                f" within 1% on {ig.complete_within_1_percent:.0%} of them.",
-            ]
-        lines += ["", f"Setup: {explain.faithfulness_setup}"]
-    return "\n".join(lines) + "\n"
-
-
 def write_markdown(folder: Path, card: ModelCard) -> None:
     """card.md with its explanation section replaced (or added at the end)."""
     path = folder / "card.md"
     text = path.read_text()
-    before = text.split(SECTION)[0].rstrip("\n") + "\n"
-    path.write_text(before + explain_markdown(card))
+    before = text.split(report.EXPLAIN_SECTION)[0].rstrip("\n") + "\n"
+    path.write_text(before + report.explain_markdown(card))

@@ -182,9 +182,6 @@ def publish(name: str, trained: Trained, data: Mnist, models_dir: Path) -> Model
     return card
 
 
-FIGURE_ORDER = ("samples", "mean_image", "weights", "confusion", "misclassified", "reliability", "detector_errors")
-
-
 def publish_trust(folder: Path, data: Mnist, log: Callable[[str], None] = print) -> ModelCard:
     """Calibrate the exported model in folder and add its not-a-digit detector: graph, card and figures rewritten."""
     card = read_card(folder)
@@ -203,8 +200,7 @@ def publish_trust(folder: Path, data: Mnist, log: Callable[[str], None] = print)
         folder / "figures" / "detector_errors.png",
     )  # fmt: skip
     write_json(folder / CARD_FILE, card)
-    figures = sorted((folder / "figures").glob("*.png"), key=_figure_rank)
-    (folder / "card.md").write_text(report.card_markdown(card, [str(f.relative_to(folder)) for f in figures]))
+    report.write_card_markdown(folder, card)
     assert card.calibration is not None
     assert card.detector is not None
     calibration = card.calibration
@@ -215,10 +211,6 @@ def publish_trust(folder: Path, data: Mnist, log: Callable[[str], None] = print)
         f" evaluation non-digits caught {card.detector.test.non_digits_caught:.2%}"
     )
     return card
-
-
-def _figure_rank(path: Path) -> tuple[int, str]:
-    return (FIGURE_ORDER.index(path.stem) if path.stem in FIGURE_ORDER else len(FIGURE_ORDER), path.stem)
 
 
 def _activation_figures(path: Path, layers: list[ActivationLayer], image: Any, folder: Path) -> list[Path]:

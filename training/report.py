@@ -107,6 +107,23 @@ def _calibration_sentence(c: Calibration) -> str:
     )
 
 
+FIGURE_ORDER = ("samples", "mean_image", "weights", "confusion", "misclassified", "reliability", "detector_errors")
+
+
+def write_card_markdown(folder: Path, card: ModelCard) -> None:
+    """card.md of the model in folder: the card rendered, with every figure on disk (FIGURE_ORDER, then by name)."""
+    (folder / "card.md").write_text(card_markdown_of(folder, card))
+
+
+def card_markdown_of(folder: Path, card: ModelCard) -> str:
+    figures = sorted((folder / "figures").glob("*.png"), key=_figure_rank)
+    return card_markdown(card, [str(f.relative_to(folder)) for f in figures])
+
+
+def _figure_rank(path: Path) -> tuple[int, str]:
+    return (FIGURE_ORDER.index(path.stem) if path.stem in FIGURE_ORDER else len(FIGURE_ORDER), path.stem)
+
+
 def card_markdown(card: ModelCard, figures: list[str]) -> str:
     """A short human-readable rendering of card.json."""
     m = card.metrics
@@ -148,7 +165,49 @@ def card_markdown(card: ModelCard, figures: list[str]) -> str:
         *(f"![{Path(f).stem}]({f})" for f in figures),
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + (explain_markdown(card) if card.explain else "")
+
+
+EXPLAIN_SECTION = "\n## Explanations\n"
+
+
+def explain_markdown(card: ModelCard) -> str:
+    """The card's explanation section in Markdown: the gradient graph, its check and the faithfulness figures."""
+    assert card.explain is not None
+    explain, check = card.explain, card.explain.gradient_check
+    lines = [
+        EXPLAIN_SECTION,
+        f"`{explain.file}` ({explain.file_bytes:,} bytes, sha256 `{explain.file_sha256[:16]}...`): the gradient of the"
+        " target logit, built from model.onnx by `python -m training export-explain`.",
+        f"Checked on {check.images} test digits: correlation with central finite differences >= "
+        f"{check.min_correlation:.4f}, pixels off by > 5% of the largest gradient {check.pixels_off:.2%}; integrated"
+        f" gradients' completeness error at {check.steps} steps <= {check.max_completeness_error:.2%}.",
+        "",
+        f"Methods offered: {', '.join(explain.methods)}"
+        + (f" (Grad-CAM layer {explain.gradcam_layer})" if explain.gradcam_layer else "")
+        + ".",
+    ]
+    if explain.faithfulness:
+        lines += [
+            "",
+            "| method | deletion ratio (top 16 / random 16 ink) | deletion area / random | rank correlation, random"
+            " weights | offered |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for method, f in explain.faithfulness.items():
+            lines.append(
+                f"| {method} | {f.deletion_ratio:.1f}x | {f.deletion_area:.3f} / {f.random_area:.3f} |"
+                f" {f.randomised_rank_correlation:.2f} | {'yes' if f.offered else 'no'} |"
+            )
+        ig = explain.faithfulness.get("integrated_gradients")
+        if ig and ig.median_completeness_error is not None and ig.complete_within_1_percent is not None:
+            lines += [
+                "",
+                f"Integrated gradients' completeness on those digits: median error {ig.median_completeness_error:.2%},"
+                f" within 1% on {ig.complete_within_1_percent:.0%} of them.",
+            ]
+        lines += ["", f"Setup: {explain.faithfulness_setup}"]
+    return "\n".join(lines) + "\n"
 
 
 def reliability_figure(
