@@ -28,7 +28,7 @@ from app.cards import (
     read_card,
     write_json,
 )
-from training import export, report, trust
+from training import export, report, trust, verifier
 from training.config import DEFAULTS, MODEL_NAMES, NOTEBOOK_SVM, CnnConfig, LinearConfig
 from training.data import Mnist
 from training.evaluate import evaluate
@@ -217,6 +217,32 @@ def publish_trust(folder: Path, data: Mnist, log: Callable[[str], None] = print)
     return card
 
 
+VERIFIED_MODELS = ("cnn",)  # the models /read is meant to use; a piece verifier costs the others a head for nothing
+
+
+def publish_verifier(folder: Path, data: Mnist, log: Callable[[str], None] = print) -> ModelCard:
+    """Add (or replace) the exported model's piece verifier for /read: graph, card and card.md rewritten, the
+    detector and everything else in the graph left as they are."""
+    card = read_card(folder)
+    path = folder / card.file
+    result = verifier.make_verified(card, onnx.load(str(path)), data, log=log)
+    export.save(result.proto, path)
+    content = path.read_bytes()
+    card = result.card.model_copy(
+        update={"file_sha256": hashlib.sha256(content).hexdigest(), "file_bytes": len(content)}
+    )
+    write_json(folder / CARD_FILE, card)
+    figures = sorted((folder / "figures").glob("*.png"), key=_figure_rank)
+    (folder / "card.md").write_text(report.card_markdown(card, [str(f.relative_to(folder)) for f in figures]))
+    assert card.piece_verifier is not None
+    rates = card.piece_verifier.validation
+    log(
+        f"{card.name}: piece verifier: validation singles accepted {rates.singles_accepted:.2%},"
+        f" pairs caught {rates.pairs_caught:.2%}"
+    )
+    return card
+
+
 def _figure_rank(path: Path) -> tuple[int, str]:
     return (FIGURE_ORDER.index(path.stem) if path.stem in FIGURE_ORDER else len(FIGURE_ORDER), path.stem)
 
@@ -272,5 +298,7 @@ def train_and_publish(
         trained = train_cnn_stage(name, config, data, checkpoints, resume=resume, log=log)
     publish(name, trained, data, models_dir)
     card = publish_trust(models_dir / name, data, log=log)
+    if name in VERIFIED_MODELS:
+        card = publish_verifier(models_dir / name, data, log=log)
     log(f"{name}: test accuracy {card.metrics.test_accuracy:.2%}, parity {max(card.parity.max_abs_diff.values()):.1e}")
     return card
