@@ -106,6 +106,29 @@ class Detector(_Frozen):
     test: DetectorRates = Field(description="the MNIST test set and the separate non-digit evaluation set")
 
 
+class PieceRates(_Frozen):
+    """How the piece verifier's 0.5 line splits generated /read pieces: whole digits and pairs of touching ones."""
+
+    singles: int
+    singles_accepted: float = Field(description="share of the single digits scoring at least 0.5")
+    pairs: int
+    pairs_caught: float = Field(description="share of the pairs of touching digits scoring below 0.5")
+    fragments: int = 0
+    fragments_caught: float | None = Field(None, description="share of the half digits scoring below 0.5")
+
+
+class PieceVerifier(_Frozen):
+    """The `piece_score` output, for /read only: is a piece cut from a written line one whole digit, not two touching
+    or squeezed ones the classifier is as sure of? /read adds a weighed log of it to each piece's evidence; /predict
+    ignores it (the not-a-digit `detector` answers there). It has no threshold."""
+
+    output: str = "piece_score"
+    features: str
+    head: str
+    training: dict[str, Any]
+    validation: PieceRates = Field(description="pieces made of the MNIST validation split's digits")
+
+
 class GradientCheck(_Frozen):
     """explain.onnx checked when it was written: its input gradient against central finite differences of
     model.onnx (on digits with a little noise added, so that no ReLU or max-pool sits exactly on a kink), and
@@ -174,6 +197,7 @@ class ModelCard(_Frozen):
     created: str
     calibration: Calibration | None = None
     detector: Detector | None = None
+    piece_verifier: PieceVerifier | None = None
     explain: Explain | None = None
 
 

@@ -367,8 +367,11 @@ class DataPlane:
         model call; the best reading is chosen from its answers."""
         loaded = self.model(model)
         plan = await self.decoded(data, plan_upload)
-        outputs = await loaded.infer(model_input(plan.batch()), [*wanted_outputs(loaded), "logits"])
-        reading = resolve(plan, outputs["probabilities"], outputs["logits"])
+        verifier = loaded.card.piece_verifier if loaded.card else None
+        extra = ["logits", verifier.output] if verifier else ["logits"]
+        outputs = await loaded.infer(model_input(plan.batch()), [*wanted_outputs(loaded), *extra])
+        scores = outputs[verifier.output] if verifier else None
+        reading = resolve(plan, outputs["probabilities"], outputs["logits"], scores)
         return number_reading(loaded, reading, outputs, base_url=base_url, token_key=self.settings.token_key)
 
     async def infer_tensors(

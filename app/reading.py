@@ -65,6 +65,8 @@ SHORT_PENALTY = 4.0  # log-score lost per unit of height missing below 60% of th
 CUT_PENALTY = 0.25  # log-score lost per cut...
 INK_CUT_PENALTY = 0.5  # ... and per stroke width of ink the cut goes through
 CONFIDENCE_WEIGHT = 2.5  # the model's log-confidence weighs 2.5 times against the shape and cut terms
+PIECE_WEIGHT = 0.25  # the piece verifier's log-score (piece_score, when the model has one): chosen on the dev seed
+PIECE_FLOOR = 1e-4  # ... costs a piece at most PIECE_WEIGHT x 9.2
 MIN_DIGIT_PX = 8  # a digit less tall than this, in the decoded image, cannot be read
 FLAT_LINE = 3.0  # a group this many times wider than tall is a line or a dash
 STEP_COST = 0.05  # a cut path pays this for each column it moves sideways: straight cuts win ties
@@ -568,13 +570,18 @@ def shape_prior(width: int, height: int, digit_height: float) -> float:
 # ------------------------------------------------------------------------------------------------------- choose
 
 
-def model_evidence(logits: npt.NDArray[np.float32]) -> list[float]:
-    """Each piece's log-score from the model: its raw softmax confidence, weighed. (The not-a-digit detector's score
-    added to it did not pick better readings on the dev seed: it takes half a digit or two squeezed ones for a
-    digit as readily as the classifier does.)"""
+def model_evidence(logits: npt.NDArray[np.float32], piece_scores: npt.NDArray[np.float32] | None = None) -> list[float]:
+    """Each piece's log-score from the model: its raw softmax confidence and, when the model has a piece verifier,
+    its `piece_score` (N, 1), each weighed. The classifier is as sure of two squeezed digits (a 13 read as 8) as of
+    one; the verifier was trained to tell them apart. (The not-a-digit detector's score did not pick better
+    readings on the dev seed: it takes half a digit or two squeezed ones for a digit as readily as the classifier
+    does, and teaching it pairs cost /predict non-digits it caught.)"""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     confidences = (shifted / shifted.sum(axis=1, keepdims=True)).max(axis=1)
-    return (CONFIDENCE_WEIGHT * np.log(np.maximum(confidences, 1e-9))).tolist()
+    evidence = CONFIDENCE_WEIGHT * np.log(np.maximum(confidences, 1e-9))
+    if piece_scores is not None:
+        evidence = evidence + PIECE_WEIGHT * np.log(np.maximum(piece_scores[:, 0], PIECE_FLOOR))
+    return evidence.tolist()
 
 
 def best_path(plan: Plan, evidence: list[float]) -> list[int]:
@@ -612,14 +619,20 @@ def piece_prior(plan: Plan, index: int) -> float:
     return shape_prior(width, height, plan.height)
 
 
-def resolve(plan: Plan, probabilities: npt.NDArray[np.float32], logits: npt.NDArray[np.float32]) -> Reading:
+def resolve(
+    plan: Plan,
+    probabilities: npt.NDArray[np.float32],
+    logits: npt.NDArray[np.float32],
+    piece_scores: npt.NDArray[np.float32] | None = None,
+) -> Reading:
     """The reading of each group whose candidate scores best, left to right, boxes in uploaded pixels.
 
     Candidates are ranked by the model's raw softmax (of `logits`), the scale the shape and cut terms were weighed
     against; the calibrated `probabilities` are what each digit reports. Calibration sharpens the default model
-    (T = 0.43), which made it sure of fragments: a 2's tail read as a 7 outscored the whole 2.
+    (T = 0.43), which made it sure of fragments: a 2's tail read as a 7 outscored the whole 2. `piece_scores`, the
+    piece verifier's output when the model has one, adds its evidence.
     """
-    chosen = best_path(plan, model_evidence(logits))
+    chosen = best_path(plan, model_evidence(logits, piece_scores))
     digits = [_read_digit(plan, i, probabilities[i]) for i in sorted(chosen, key=lambda i: _centre(plan.pieces[i]))]
     if not digits:
         raise NoDigits("Nothing in the image looks like a digit.")

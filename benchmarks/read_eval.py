@@ -34,6 +34,7 @@ from app.reading import Reading, plan_upload, resolve
 from training.data import load_split, resolve_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+PIECE_SCORE = "piece_score"  # the piece verifier's output, used when the model has it (as the service does)
 
 
 @dataclass(frozen=True)
@@ -184,8 +185,9 @@ def read(sample: Sample, session: ort.InferenceSession) -> Reading | ServiceErro
     """The number as /read reads it: same planning, one batched model call."""
     try:
         plan = plan_upload(sample.image)
-        probabilities, logits = session.run(["probabilities", "logits"], {"image": model_input(plan.batch())})
-        return resolve(plan, probabilities, logits)
+        wanted = [o.name for o in session.get_outputs() if o.name in ("probabilities", "logits", PIECE_SCORE)]
+        outputs = dict(zip(wanted, session.run(wanted, {"image": model_input(plan.batch())}), strict=True))
+        return resolve(plan, outputs["probabilities"], outputs["logits"], outputs.get(PIECE_SCORE))
     except ServiceError as exc:
         return exc
 

@@ -14,6 +14,7 @@ EXAMPLES = f"""examples:
   python -m training train --model all --data-dir ../shared/data/mnist
   python -m training train --model cnn --resume          # re-export the last checkpoint
   python -m training calibrate --model all --data-dir ../shared/data/mnist   # no retraining
+  python -m training verify-pieces --model cnn --data-dir ../shared/data/mnist   # /read's piece_score
   python -m training evaluate --data-dir ../shared/data/mnist
   python -m training export-explain --data-dir ../shared/data/mnist   # explain.onnx for every model
   python -m training nondigits --out build/nondigits        # look at the evaluation non-digits
@@ -44,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _data_options(calibrate)
     calibrate.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="all", help="which model to calibrate")
+
+    verify = commands.add_parser(
+        "verify-pieces",
+        help="(re)train a model's piece verifier for /read (output `piece_score`); detector untouched, no retraining",
+    )
+    _data_options(verify)
+    verify.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="cnn", help="which model (default cnn)")
 
     evaluate = commands.add_parser("evaluate", help="measure the ONNX models in the models directory")
     _data_options(evaluate)
@@ -110,6 +118,15 @@ def run_calibrate(args: argparse.Namespace) -> int:
     data = _load(args)
     for name in _names(args.model):
         publish_trust(args.models_dir / name, data)
+    return 0
+
+
+def run_verify_pieces(args: argparse.Namespace) -> int:
+    from training.pipeline import publish_verifier
+
+    data = _load(args)
+    for name in _names(args.model):
+        publish_verifier(args.models_dir / name, data)
     return 0
 
 
@@ -180,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {
         "train": run_train,
         "calibrate": run_calibrate,
+        "verify-pieces": run_verify_pieces,
         "evaluate": run_evaluate,
         "export-explain": run_export_explain,
         "nondigits": run_nondigits,

@@ -28,7 +28,7 @@ from app.cards import (
     read_card,
     write_json,
 )
-from training import export, report, trust
+from training import export, report, trust, verifier
 from training.config import DEFAULTS, MODEL_NAMES, NOTEBOOK_SVM, CnnConfig, LinearConfig
 from training.data import Mnist
 from training.evaluate import evaluate
@@ -182,16 +182,22 @@ def publish(name: str, trained: Trained, data: Mnist, models_dir: Path) -> Model
     return card
 
 
+def rewrite_model(folder: Path, card: ModelCard, proto: onnx.ModelProto) -> ModelCard:
+    """The graph saved over the model's file, and its card (hashed anew) as card.json and card.md."""
+    path = folder / card.file
+    export.save(proto, path)
+    content = path.read_bytes()
+    card = card.model_copy(update={"file_sha256": hashlib.sha256(content).hexdigest(), "file_bytes": len(content)})
+    write_json(folder / CARD_FILE, card)
+    report.write_card_markdown(folder, card)
+    return card
+
+
 def publish_trust(folder: Path, data: Mnist, log: Callable[[str], None] = print) -> ModelCard:
     """Calibrate the exported model in folder and add its not-a-digit detector: graph, card and figures rewritten."""
     card = read_card(folder)
     path = folder / card.file
     result = trust.make_trusted(card, onnx.load(str(path)), data, log=log)
-    export.save(result.proto, path)
-    content = path.read_bytes()
-    card = result.card.model_copy(
-        update={"file_sha256": hashlib.sha256(content).hexdigest(), "file_bytes": len(content)}
-    )
     report.reliability_figure(
         result.uncalibrated, result.test_probabilities, data.test.labels, folder / "figures" / "reliability.png"
     )
@@ -199,8 +205,7 @@ def publish_trust(folder: Path, data: Mnist, log: Callable[[str], None] = print)
         result.worst_digits, result.worst_scores[0], result.worst_others, result.worst_scores[1],
         folder / "figures" / "detector_errors.png",
     )  # fmt: skip
-    write_json(folder / CARD_FILE, card)
-    report.write_card_markdown(folder, card)
+    card = rewrite_model(folder, result.card, result.proto)
     assert card.calibration is not None
     assert card.detector is not None
     calibration = card.calibration
@@ -209,6 +214,25 @@ def publish_trust(folder: Path, data: Mnist, log: Callable[[str], None] = print)
         f" test ECE {calibration.before.ece:.2%} -> {calibration.after.ece:.2%};"
         f" test digits flagged {card.detector.test.digits_flagged:.2%},"
         f" evaluation non-digits caught {card.detector.test.non_digits_caught:.2%}"
+    )
+    return card
+
+
+VERIFIED_MODELS = ("cnn",)  # the models /read is meant to use; a piece verifier costs the others a head for nothing
+
+
+def publish_verifier(folder: Path, data: Mnist, log: Callable[[str], None] = print) -> ModelCard:
+    """Add (or replace) the exported model's piece verifier for /read: graph, card and card.md rewritten, the
+    detector and everything else in the graph left as they are."""
+    card = read_card(folder)
+    path = folder / card.file
+    result = verifier.make_verified(card, onnx.load(str(path)), data, log=log)
+    card = rewrite_model(folder, result.card, result.proto)
+    assert card.piece_verifier is not None
+    rates = card.piece_verifier.validation
+    log(
+        f"{card.name}: piece verifier: validation singles accepted {rates.singles_accepted:.2%},"
+        f" pairs caught {rates.pairs_caught:.2%}"
     )
     return card
 
@@ -264,5 +288,7 @@ def train_and_publish(
         trained = train_cnn_stage(name, config, data, checkpoints, resume=resume, log=log)
     publish(name, trained, data, models_dir)
     card = publish_trust(models_dir / name, data, log=log)
+    if name in VERIFIED_MODELS:
+        card = publish_verifier(models_dir / name, data, log=log)
     log(f"{name}: test accuracy {card.metrics.test_accuracy:.2%}, parity {max(card.parity.max_abs_diff.values()):.1e}")
     return card

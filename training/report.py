@@ -95,6 +95,9 @@ def activation_figure(maps: npt.NDArray[np.float32], path: Path, title: str) -> 
     return _save(figure, path)
 
 
+SCORE_OUTPUTS = ("logits", "probabilities", "piece_score", "digit_score")  # listed under Outputs; activations apart
+
+
 def _calibration_sentence(c: Calibration) -> str:
     if not c.floor:
         return (
@@ -149,7 +152,7 @@ def card_markdown(card: ModelCard, figures: list[str]) -> str:
         "",
         "## Outputs",
         "",
-        *(f"- `{o.name}` {o.shape}" for o in card.outputs if o.name in ("logits", "probabilities", "digit_score")),
+        *(f"- `{o.name}` {o.shape}" for o in card.outputs if o.name in SCORE_OUTPUTS),
         *(f"- activation `{a.name}` {a.shape}: {a.description}" for a in card.activations),
         "",
         *_trust_lines(card),
@@ -278,6 +281,22 @@ def _trust_lines(card: ModelCard) -> list[str]:
             "",
             "Evaluation non-digits caught per family: "
             + ", ".join(f"{k} {v:.1%}" for k, v in d.test.caught_per_family.items()),
+            "",
+        ]
+    if card.piece_verifier:
+        v, t = card.piece_verifier, card.piece_verifier.training
+        lines += [
+            "## Piece verifier (/read)",
+            "",
+            f"Output `{v.output}` in [0, 1]: is a piece /read cut from a line one whole digit, not two touching ones?"
+            " /read adds a weighed log of it to the piece's evidence; /predict does not use it, and it has no"
+            f" threshold. Features: {v.features}. Head: {v.head}. Trained on {t['single_digits']:,} single and"
+            f" {t['pairs_of_touching_digits']:,} pairs of touching MNIST training digits, prepared as /read pieces.",
+            "",
+            "| validation set (MNIST validation digits) | pieces | on the right side of 0.5 |",
+            "| --- | --- | --- |",
+            f"| single digits | {v.validation.singles:,} | {v.validation.singles_accepted:.2%} |",
+            f"| pairs of touching digits | {v.validation.pairs:,} | {v.validation.pairs_caught:.2%} |",
             "",
         ]
     return lines

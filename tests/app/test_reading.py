@@ -11,7 +11,17 @@ from PIL import Image, ImageFilter
 
 from app.errors import NoDigits, TooManyDigits
 from app.preprocess import model_input
-from app.reading import Reading, flatten_background, label_components, plan_reading, plan_upload, resolve
+from app.reading import (
+    PIECE_FLOOR,
+    PIECE_WEIGHT,
+    Reading,
+    flatten_background,
+    label_components,
+    model_evidence,
+    plan_reading,
+    plan_upload,
+    resolve,
+)
 from tests.helpers import MODELS_DIR, encode
 from training.data import Mnist
 
@@ -36,9 +46,20 @@ def row_of(digits: list[npt.NDArray[np.float32]], lefts: list[int], tops: list[i
     return ink
 
 
-def read(ink: np.ndarray, cnn: ort.InferenceSession) -> Reading:
+def read(ink: np.ndarray, cnn: ort.InferenceSession, *, verified: bool = True) -> Reading:
+    """As the service reads: with the piece verifier's `piece_score` when `verified` (the bundled cnn has it)."""
     plan = plan_reading(ink)
-    return resolve(plan, *cnn.run(["probabilities", "logits"], {"image": model_input(plan.batch())}))
+    names = ["probabilities", "logits", "piece_score"] if verified else ["probabilities", "logits"]
+    return resolve(plan, *cnn.run(names, {"image": model_input(plan.batch())}))
+
+
+def test_the_piece_verifier_weighs_in_when_given() -> None:
+    logits = np.array([[4.0, 0, 0, 0, 0, 0, 0, 0, 0, 0]] * 3, np.float32)
+    scores = np.array([[1.0], [0.01], [0.0]], np.float32)
+    plain, weighed = model_evidence(logits), model_evidence(logits, scores)
+    assert plain[0] == plain[1] == plain[2] == pytest.approx(weighed[0])
+    assert weighed[1] == pytest.approx(plain[1] + PIECE_WEIGHT * np.log(0.01), rel=1e-5)
+    assert weighed[2] == pytest.approx(plain[2] + PIECE_WEIGHT * np.log(PIECE_FLOOR), rel=1e-5)  # floored
 
 
 def test_components_are_eight_connected() -> None:
@@ -102,12 +123,14 @@ def test_thick_marker_strokes_keep_their_ink(mnist_sample: Mnist) -> None:
     assert flatten_background(ink)[ink > 0.5].min() > 0.9
 
 
-def test_touching_digits_are_split(mnist_sample: Mnist, cnn: ort.InferenceSession) -> None:
-    """A 0 and a 4 written so close that their ink joins are cut apart where the classifier is surest."""
+@pytest.mark.parametrize("verified", [True, False], ids=["with_piece_score", "without"])
+def test_touching_digits_are_split(mnist_sample: Mnist, cnn: ort.InferenceSession, verified: bool) -> None:
+    """A 0 and a 4 written so close that their ink joins are cut apart where the classifier is surest; a model
+    without a piece verifier (any but cnn) reads them too."""
     zero, four = enlarged(mnist_sample.test.images[3]), enlarged(mnist_sample.test.images[4])
     offset = next(o for o in range(84, 0, -1) if label_components(row_of([zero, four], [20, 20 + o]) > 0.2)[1] == 1)
     ink = row_of([zero, four], [20, 20 + offset - 2])  # their ink just joined, then 2 px closer
-    reading = read(ink, cnn)
+    reading = read(ink, cnn, verified=verified)
     assert reading.text == "04"
     assert reading.digits[0].box[0] < reading.digits[1].box[0]
 

@@ -49,6 +49,9 @@ def test_train_all_on_the_sample_produces_servable_models(tmp_path: Path, mnist_
     assert (models_dir / "cnn" / "card.md").read_text().startswith("# cnn")
     assert (models_dir / "lenet" / "figures" / "activations_conv1.png").is_file()
     assert json.loads((models_dir / "cnn" / "card.json").read_text())["data_checksums"]
+    assert read_card(models_dir / "cnn").piece_verifier is not None  # /read's model only
+    assert lenet.piece_verifier is None
+    assert "## Piece verifier" in (models_dir / "cnn" / "card.md").read_text()
 
     # The service loads what training wrote: models/ is the only contract between the two.
     from fastapi.testclient import TestClient
