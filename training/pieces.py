@@ -4,7 +4,7 @@ fragments (half digits). Each is prepared as app.reading prepares a piece (app.p
 piece verifier (training.verifier) learns what /read feeds it. Nothing here sees a test digit:
 benchmarks.read_eval composes its numbers from those.
 
-History: these were first extra non-digits for the not-a-digit detector (branch seg, commit 7102253); it then
+History: these were first extra non-digits for the not-a-digit detector (an experiment not merged); it then
 caught 95.4% of the evaluation non-digits instead of 96.9%, so they train a head of their own. Fragments as
 non-pieces read worse on the dev seed than pairs alone (training.verifier.FRAGMENTS).
 """
