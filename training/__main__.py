@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="measure the ONNX models in the models directory")
     _data_options(evaluate)
     evaluate.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="all", help="which model to evaluate")
+    evaluate.add_argument(
+        "--update-cards", action="store_true", help="write the detector's re-measured test rates into the cards"
+    )
 
     explain = commands.add_parser(
         "export-explain", help="write each model's gradient graph (explain.onnx), check it, record it in the card"
@@ -133,6 +136,7 @@ def run_verify_pieces(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from app.cards import read_card
     from training.evaluate import evaluate
+    from training.pipeline import write_remeasured_card
     from training.trust import measure
 
     data = _load(args)
@@ -148,6 +152,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"{name:<10}{metrics.test_accuracy:>15.2%}{card.metrics.test_accuracy:>12.2%}"
             f"{metrics.images_per_second_per_core:>15,.0f}{ece:>10.2%}{flagged:>16.2%}{caught:>19.2%}"
         )
+        if args.update_cards:
+            write_remeasured_card(args.models_dir / name, data)
     return 0
 
 

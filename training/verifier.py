@@ -2,7 +2,7 @@
 
 /read cuts a written line into candidate pieces and asks the classifier about each; two touching digits cut out as
 one piece are read as one confident digit (a squeezed 13 as an 8). Taught that lesson, the not-a-digit detector
-caught fewer of its evaluation non-digits (96.9% -> 95.4%), so this head learns it alone: on
+caught fewer of its evaluation non-digits (97.9% -> 95.4%, measured the same way), so this head learns it alone: on
 the same features (mean and max of every activation map), single MNIST training digits prepared as /read pieces
 against pairs of touching or squeezed training digits (training.pieces). It is folded into the model as the output
 `piece_score` (N, 1), every node and initialiser named with its own PREFIX: the trust stage's strip leaves it, and

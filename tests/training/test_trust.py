@@ -149,3 +149,27 @@ def test_the_evaluation_set_can_be_written_out_to_look_at(tmp_path: Path) -> Non
     written = sorted(p.name.split("-0")[0] for p in tmp_path.glob("*.png"))
     assert len(written) == 10
     assert set(written) == set(nondigits.EVALUATION_DRAWERS)
+
+
+def test_evaluate_writes_the_detectors_rates_measured_again_into_the_card(tmp_path: Path, mnist_sample: Mnist) -> None:
+    import shutil
+
+    from app.cards import read_card
+    from training.pipeline import write_remeasured_card
+
+    folder = tmp_path / "softmax"
+    shutil.copytree(MODELS_DIR / "softmax", folder)
+    before = read_card(folder)
+    after = write_remeasured_card(folder, mnist_sample)
+    assert after.detector is not None
+    assert before.detector is not None
+    assert after.detector.test.digits == len(mnist_sample.test)  # measured on these digits, not copied
+    _, flagged, caught = trust.measure(folder, mnist_sample)
+    assert (after.detector.test.digits_flagged, after.detector.test.non_digits_caught) == (
+        round(flagged, 5),
+        round(caught, 5),
+    )
+    assert sum(after.detector.test.caught_per_family.values()) > 0
+    assert read_card(folder) == after
+    assert after.model_copy(update={"detector": before.detector}) == before  # nothing else moves
+    assert "## Not a digit" in (folder / "card.md").read_text()
