@@ -142,22 +142,28 @@ def head_nodes(
 # --- the graph --------------------------------------------------------------------------------------------------
 
 
-def strip(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy without anything this module added: raw probabilities, no features, no score."""
+def without(proto: onnx.ModelProto, prefix: str, outputs: tuple[str, ...]) -> onnx.ModelProto:
+    """A copy without the nodes and initialisers named with `prefix`, and without those outputs."""
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
     graph = proto.graph
-    kept = [n for n in graph.node if not n.name.startswith(PREFIX)]
+    kept = [n for n in graph.node if not n.name.startswith(prefix)]
     del graph.node[:]
     graph.node.extend(kept)
-    for node in graph.node:
-        if node.op_type == "Softmax" and node.output[0] in ("probabilities", f"{PREFIX}sharpened"):
-            node.input[0], node.output[0] = "logits", "probabilities"
-    initializers = [i for i in graph.initializer if not i.name.startswith(PREFIX)]
+    initializers = [i for i in graph.initializer if not i.name.startswith(prefix)]
     del graph.initializer[:]
     graph.initializer.extend(initializers)
-    outputs = [o for o in graph.output if o.name not in (SCORE, FEATURES)]
+    remaining = [o for o in graph.output if o.name not in outputs]
     del graph.output[:]
-    graph.output.extend(outputs)
+    graph.output.extend(remaining)
+    return proto
+
+
+def strip(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy without anything this module added: raw probabilities, no features, no score."""
+    proto = without(proto, PREFIX, (SCORE, FEATURES))
+    for node in proto.graph.node:
+        if node.op_type == "Softmax" and node.output[0] in ("probabilities", f"{PREFIX}sharpened"):
+            node.input[0], node.output[0] = "logits", "probabilities"
     return proto
 
 

@@ -36,18 +36,7 @@ Floats = trust.Floats
 
 def strip(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy without anything this module added (the detector's nodes stay as they are)."""
-    proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    graph = proto.graph
-    kept = [n for n in graph.node if not n.name.startswith(PREFIX)]
-    del graph.node[:]
-    graph.node.extend(kept)
-    initializers = [i for i in graph.initializer if not i.name.startswith(PREFIX)]
-    del graph.initializer[:]
-    graph.initializer.extend(initializers)
-    outputs = [o for o in graph.output if o.name != SCORE]
-    del graph.output[:]
-    graph.output.extend(outputs)
-    return proto
+    return trust.without(proto, PREFIX, (SCORE,))
 
 
 def verified(proto: onnx.ModelProto, sources: list[str], head: trust.Head) -> onnx.ModelProto:
