@@ -53,6 +53,8 @@ def ready(port: int) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+    except (ConnectionError, urllib.error.URLError):
+        return 0  # the connection dropped: the worker that held it was killed
 
 
 def under_load(port: int, image: bytes, fault: Callable[[], None]) -> tuple[list[list[tuple]], list[int]]:
