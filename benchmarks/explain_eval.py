@@ -24,10 +24,10 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from app.cards import CARD_FILE, INPUT_NAME, MethodFaithfulness, ModelCard, read_card, write_json
+from app.cards import INPUT_NAME, MethodFaithfulness, ModelCard, read_card
 from app.explain import Explanation, Map, Method, Options, explain, offered_methods, session_forward
-from training.explain import write_markdown
 from training.gradient_graph import explain_model
+from training.report import write_card
 
 TOP = 16
 CURVE_STEP = 49  # pixels deleted between two points of the curve: 16 points to all 784
@@ -193,8 +193,7 @@ def record(folder: Path, results: dict[str, MethodFaithfulness], count: int, san
         update={"faithfulness": results, "methods": order, "faithfulness_setup": setup}
     )
     updated = card.model_copy(update={"explain": explain_section})
-    write_json(folder / CARD_FILE, updated)
-    write_markdown(folder, updated)
+    write_card(folder, updated)
     offered_methods(updated, None)  # the card still validates for the service
     return updated
 

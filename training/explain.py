@@ -11,7 +11,6 @@ import onnx
 import onnxruntime as ort
 
 from app.cards import (
-    CARD_FILE,
     INPUT_GRADIENT,
     INPUT_NAME,
     TARGET,
@@ -20,7 +19,6 @@ from app.cards import (
     GradientCheck,
     ModelCard,
     read_card,
-    write_json,
 )
 from app.explain import integrated_gradients
 from training import report
@@ -116,14 +114,5 @@ def export_explain(folder: Path, digits: npt.NDArray[np.uint8]) -> ModelCard:
         faithfulness_setup=previous.faithfulness_setup if previous else None,
     )
     updated = card.model_copy(update={"explain": explain})
-    write_json(folder / CARD_FILE, updated)
-    write_markdown(folder, updated)
+    report.write_card(folder, updated)
     return updated
-
-
-def write_markdown(folder: Path, card: ModelCard) -> None:
-    """card.md with its explanation section replaced (or added at the end)."""
-    path = folder / "card.md"
-    text = path.read_text()
-    before = text.split(report.EXPLAIN_SECTION)[0].rstrip("\n") + "\n"
-    path.write_text(before + report.explain_markdown(card))

@@ -188,8 +188,7 @@ def rewrite_model(folder: Path, card: ModelCard, proto: onnx.ModelProto) -> Mode
     export.save(proto, path)
     content = path.read_bytes()
     card = card.model_copy(update={"file_sha256": hashlib.sha256(content).hexdigest(), "file_bytes": len(content)})
-    write_json(folder / CARD_FILE, card)
-    report.write_card_markdown(folder, card)
+    report.write_card(folder, card)
     return card
 
 
@@ -222,8 +221,7 @@ def write_remeasured_card(folder: Path, data: Mnist) -> ModelCard:
     """The card (card.json and card.md) with its detector's test rates measured again on the committed graph."""
     card = read_card(folder)
     card = trust.remeasured(card, onnx.load(str(folder / card.file)), data)
-    write_json(folder / CARD_FILE, card)
-    report.write_card_markdown(folder, card)
+    report.write_card(folder, card)
     return card
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 from matplotlib.figure import Figure  # no pyplot: files only, never a window or a global figure registry
 
-from app.cards import Calibration, ModelCard
+from app.cards import CARD_FILE, Calibration, ModelCard, write_json
 from training.data import Split
 
 
@@ -113,8 +113,9 @@ def _calibration_sentence(c: Calibration) -> str:
 FIGURE_ORDER = ("samples", "mean_image", "weights", "confusion", "misclassified", "reliability", "detector_errors")
 
 
-def write_card_markdown(folder: Path, card: ModelCard) -> None:
-    """card.md of the model in folder: the card rendered, with every figure on disk (FIGURE_ORDER, then by name)."""
+def write_card(folder: Path, card: ModelCard) -> None:
+    """The model's card.json, and card.md rendered from it with every figure on disk (FIGURE_ORDER, then by name)."""
+    write_json(folder / CARD_FILE, card)
     (folder / "card.md").write_text(card_markdown_of(folder, card))
 
 
@@ -171,15 +172,12 @@ def card_markdown(card: ModelCard, figures: list[str]) -> str:
     return "\n".join(lines) + (explain_markdown(card) if card.explain else "")
 
 
-EXPLAIN_SECTION = "\n## Explanations\n"
-
-
 def explain_markdown(card: ModelCard) -> str:
     """The card's explanation section in Markdown: the gradient graph, its check and the faithfulness figures."""
     assert card.explain is not None
     explain, check = card.explain, card.explain.gradient_check
     lines = [
-        EXPLAIN_SECTION,
+        "\n## Explanations\n",
         f"`{explain.file}` ({explain.file_bytes:,} bytes, sha256 `{explain.file_sha256[:16]}...`): the gradient of the"
         " target logit, built from model.onnx by `python -m training export-explain`.",
         f"Checked on {check.images} test digits: correlation with central finite differences >= "
