@@ -58,7 +58,7 @@ MIN_PART = 0.15  # two cuts less than this share of the digits' height apart (on
 MAX_SPAN = 1.2  # a piece is never wider than this share of the digits' height (a wide, slanted digit)
 JOIN_PENALTY = 1.0  # log-score lost for reading two separate groups of ink as one digit...
 GAP_PENALTY = 4.0  # ... and per unit of the gap between them, in digit heights
-SINGLE_CUTS = 4  # two-piece candidates cut at the lowest minima of the column projection
+SINGLE_CUTS = 4  # cuts also start at this many of the lowest minima of the column projection
 WIDE_FROM = 0.9  # one digit is rarely wider than this share of the digits' height...
 WIDE_PENALTY = 3.0  # ... and loses this log-score per unit of width beyond it
 SHORT_PENALTY = 4.0  # log-score lost per unit of height missing below 60% of the digits' height: a fragment
@@ -475,31 +475,25 @@ def joins(parts: list[tuple[Split, int]], height: float) -> tuple[int, float]:
 
 
 def cut_points(profile: npt.NDArray[np.float32], width: int, height: float) -> list[tuple[int, int]]:
-    """Where cuts may start (centre column, reach): those of every candidate set, once."""
-    return list(dict.fromkeys(cut for cuts in cut_sets(profile, width, height) for cut in cuts))
-
-
-def cut_sets(profile: npt.NDArray[np.float32], width: int, height: float) -> list[tuple[tuple[int, int], ...]]:
-    """Candidate cuts, each (centre column, reach): none; for k = 2.. pieces, one near each k-th of the width, at the
-    lowest projection within a third of a piece; for two pieces also the lowest minima of the projection."""
-    sets: list[tuple[tuple[int, int], ...]] = [()]
+    """Where cuts may start, each (centre column, reach), once: for k = 2.. pieces, one near each k-th of the width,
+    at the lowest projection within a third of a piece; and the lowest minima of the projection. None for a group
+    narrower than SPLIT_FROM digit heights."""
     if width < SPLIT_FROM * height:
-        return sets
+        return []
+    cuts: list[tuple[int, int]] = []
     most = min(MAX_DIGITS_PER_GROUP, max(2, math.floor(width / (MIN_DIGIT_WIDTH * height))))
     for k in range(2, most + 1):
         step = width / k
-        cuts = []
         for j in range(1, k):
             low, high = round(j * step - step / 3), round(j * step + step / 3)
             cuts.append((low + int(np.argmin(profile[low : high + 1])), max(1, round(step / 4))))
-        sets.append(tuple(cuts))
     # A narrow digit (a 1) touching a wide one is cut far from the middle: the lowest minima anywhere but the ends.
     margin = max(1, width // 8)
     inner = profile[margin : width - margin]
     minima = [i for i in range(1, len(inner) - 1) if inner[i] <= inner[i - 1] and inner[i] <= inner[i + 1]]
     for i in sorted(minima, key=lambda i: inner[i])[:SINGLE_CUTS]:
-        sets.append(((margin + i, max(1, width // 10)),))
-    return list(dict.fromkeys(sets))
+        cuts.append((margin + i, max(1, width // 10)))
+    return list(dict.fromkeys(cuts))
 
 
 def cut_path(mask: Mask, centre: int, reach: int) -> npt.NDArray[np.int64]:
@@ -625,9 +619,9 @@ def resolve(
     logits: npt.NDArray[np.float32],
     piece_scores: npt.NDArray[np.float32] | None = None,
 ) -> Reading:
-    """The reading of each group whose candidate scores best, left to right, boxes in uploaded pixels.
+    """The reading along the best path through the plan's graph, left to right, boxes in uploaded pixels.
 
-    Candidates are ranked by the model's raw softmax (of `logits`), the scale the shape and cut terms were weighed
+    Pieces are ranked by the model's raw softmax (of `logits`), the scale the shape and cut terms were weighed
     against; the calibrated `probabilities` are what each digit reports. Calibration sharpens the default model
     (T = 0.43), which made it sure of fragments: a 2's tail read as a 7 outscored the whole 2. `piece_scores`, the
     piece verifier's output when the model has one, adds its evidence.
