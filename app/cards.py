@@ -107,26 +107,23 @@ class Detector(_Frozen):
 
 
 class PieceRates(_Frozen):
-    """How the piece verifier's 0.5 line splits generated /read pieces: whole digits and pairs of touching ones."""
+    """How the piece verifier's 0.5 line splits the pieces /read's segmenter cuts from lines of validation digits."""
 
-    singles: int
-    singles_accepted: float = Field(description="share of the single digits scoring at least 0.5")
-    pairs: int
-    pairs_caught: float = Field(description="share of the pairs of touching digits scoring below 0.5")
-    fragments: int = 0
-    fragments_caught: float | None = Field(None, description="share of the half digits scoring below 0.5")
+    digits: int
+    digits_accepted: float = Field(description="share of the pieces that are one whole digit scoring at least 0.5")
+    others: int
+    others_caught: float = Field(description="share of the other pieces (fragments, touching pairs) scoring below 0.5")
 
 
 class PieceVerifier(_Frozen):
-    """The `piece_score` output, for /read only: is a piece cut from a written line one whole digit, not two touching
-    or squeezed ones the classifier is as sure of? /read adds a weighed log of it to each piece's evidence; /predict
-    ignores it (the not-a-digit `detector` answers there). It has no threshold."""
+    """The `piece_score` output, for /read only: is a piece cut from a written line one whole digit, not a fragment
+    or two touching digits the classifier is as sure of? /read adds a weighed log of it to each piece's evidence;
+    /predict ignores it (the not-a-digit `detector` answers there). It has no threshold."""
 
     output: str = "piece_score"
-    features: str
-    head: str
+    network: str
     training: dict[str, Any]
-    validation: PieceRates = Field(description="pieces made of the MNIST validation split's digits")
+    validation: PieceRates = Field(description="pieces cut from lines of the MNIST validation split's digits")
 
 
 class GradientCheck(_Frozen):

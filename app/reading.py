@@ -65,7 +65,7 @@ SHORT_PENALTY = 4.0  # log-score lost per unit of height missing below 60% of th
 CUT_PENALTY = 0.25  # log-score lost per cut...
 INK_CUT_PENALTY = 0.5  # ... and per stroke width of ink the cut goes through
 CONFIDENCE_WEIGHT = 2.5  # the model's log-confidence weighs 2.5 times against the shape and cut terms
-PIECE_WEIGHT = 0.25  # the piece verifier's log-score (piece_score, when the model has one): chosen on the dev seed
+PIECE_WEIGHT = 2.0  # the piece verifier's log-score (piece_score, when the model has one): chosen on the dev seed
 PIECE_FLOOR = 1e-4  # ... costs a piece at most PIECE_WEIGHT x 9.2
 MIN_DIGIT_PX = 8  # a digit less tall than this, in the decoded image, cannot be read
 FLAT_LINE = 3.0  # a group this many times wider than tall is a line or a dash
@@ -82,10 +82,11 @@ class Ignored:
 
 @dataclass(frozen=True)
 class Piece:
-    """One candidate digit: its 28x28 image and its box in the decoded image's pixels."""
+    """One candidate digit: its 28x28 image, its box in the decoded image's pixels and its ink in that box."""
 
     digit: Digit
     box: Box
+    mask: Mask
 
 
 @dataclass(frozen=True)
@@ -551,7 +552,7 @@ def _piece(parts: list[tuple[Split, int]]) -> Piece | None:
         digit = digit_of_ink(canvas[y0:y1, x0:x1])
     except BlankImage:
         return None
-    return Piece(digit, (left + x0, top + y0, x1 - x0, y1 - y0))
+    return Piece(digit, (left + x0, top + y0, x1 - x0, y1 - y0), canvas[y0:y1, x0:x1] > 0)
 
 
 def shape_prior(width: int, height: int, digit_height: float) -> float:
@@ -566,10 +567,12 @@ def shape_prior(width: int, height: int, digit_height: float) -> float:
 
 def model_evidence(logits: npt.NDArray[np.float32], piece_scores: npt.NDArray[np.float32] | None = None) -> list[float]:
     """Each piece's log-score from the model: its raw softmax confidence and, when the model has a piece verifier,
-    its `piece_score` (N, 1), each weighed. The classifier is as sure of two squeezed digits (a 13 read as 8) as of
-    one; the verifier was trained to tell them apart. (The not-a-digit detector's score did not pick better
-    readings on the dev seed: it takes half a digit or two squeezed ones for a digit as readily as the classifier
-    does, and teaching it pairs cost /predict non-digits it caught.)"""
+    its `piece_score` (N, 1), each weighed. The classifier is as sure of two touching digits cut out as one (a 7
+    with a 1 through its bar read as a 7), or of a digit with a stroke of its neighbour, as of a clean digit; the
+    verifier learnt from the pieces this module cuts which are one whole digit (training.verifier). (The
+    not-a-digit detector's score did not pick better readings on the dev seed: it takes half a digit or two
+    squeezed ones for a digit as readily as the classifier does, and teaching it pairs cost /predict non-digits it
+    caught.)"""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     confidences = (shifted / shifted.sum(axis=1, keepdims=True)).max(axis=1)
     evidence = CONFIDENCE_WEIGHT * np.log(np.maximum(confidences, 1e-9))

@@ -1,27 +1,50 @@
-"""Pieces of a written line as /read cuts it, made of MNIST *training* digits: two digits touching or squeezed
-together (a non-digit the classifier is as sure of as of one digit), single digits scaled and slanted, and
-fragments (half digits). Each is prepared as app.reading prepares a piece (app.preprocess.digit_of_ink), so the
-piece verifier (training.verifier) learns what /read feeds it. Nothing here sees a test digit:
-benchmarks.read_eval composes its numbers from those.
+"""The piece verifier's examples: what /read's segmenter really cuts from lines of MNIST *training* digits, each
+piece labelled by the ink it holds. Nothing here sees a test digit: benchmarks.read_eval composes its numbers from
+those, with a generator of its own (paper, JPEG, slant and spacing drawn differently).
 
-History: these were first extra non-digits for the not-a-digit detector (an experiment not merged); it then
-caught 95.4% of the evaluation non-digits instead of 97.9%, so they train a head of their own. Fragments as
-non-pieces read worse on the dev seed than pairs alone (training.verifier.FRAGMENTS).
+A line is 2-4 digits at one height and slant, each restroked (a pen line, a marker or as it was), touching or
+overlapping their neighbour at most gaps, sometimes blurred. app.reading.plan_reading plans it as it plans an upload
+(components, merges, cuts) and every candidate piece is labelled: the digit it is when it holds nearly all of one
+digit's ink and little of any other's; NOT_ONE_DIGIT when it holds too little of every digit (a fragment) or much of
+two (a touching pair read as one, a digit with its neighbour's stroke); pieces in between are left out.
+
+History: the verifier first learnt from pairs of touching digits against single digits, composed here rather than
+cut by the segmenter; it told them apart on its own validation pieces (99.7%) yet /read still read a 7 with a 1
+through its bar as a 7: the pieces /read weighs are rarely so tidy.
 """
 
 from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageFilter
 
-from app.errors import BlankImage
-from app.preprocess import Gray, digit_of_ink
+from app.errors import ServiceError
+from app.preprocess import Gray
+from app.reading import Mask, Piece, plan_reading
 
 Rng = np.random.Generator
 Images = npt.NDArray[np.uint8]
-PAIR_SEED = 3_000  # training.nondigits uses 1_000 (training) and 2_000 (evaluation)
-INK = 0.3  # a pixel above this belongs to a stroke, when measuring where two digits touch
+Labels = npt.NDArray[np.int64]
+NOT_ONE_DIGIT = 10  # the label of a piece that is not one whole digit
+INK = 0.25  # a pixel above this belongs to a stroke
+WHOLE, STRAY = 0.85, 0.15  # one digit: at least 85% of its ink, at most 15% of any other digit's
+PART, MIXED = 0.6, 0.3  # not one digit: under 60% of every digit's ink, or 30% of a second digit's
+TOUCHING = 0.6  # share of the gaps where two digits touch or overlap a little
+BLURRED = 0.5  # share of the lines blurred a little, as a photo is
+MARGIN = 8
+
+
+@dataclass(frozen=True)
+class Line:
+    """A written line, white ink on black in [0, 1], and the ink of each of its digits on the same canvas."""
+
+    ink: Gray
+    digits: list[Mask]
+    labels: list[int]
 
 
 def glyph(image: npt.NDArray[np.uint8], height: int, slant: float) -> Gray:
@@ -46,31 +69,9 @@ def touching_gap(left: Gray, right: Gray) -> int:
     return best
 
 
-def side_by_side(left: Gray, right: Gray, gap: int) -> Gray:
-    """The two glyphs on one canvas, `gap` px apart (negative: overlapping), ink combined by max."""
-    gap = max(gap, -min(left.shape[1], right.shape[1]) + 1)
-    height, width = max(left.shape[0], right.shape[0]), left.shape[1] + right.shape[1] + gap
-    canvas = np.zeros((height, max(width, left.shape[1])), np.float32)
-    canvas[: left.shape[0], : left.shape[1]] = left
-    x = left.shape[1] + gap
-    window = canvas[: right.shape[0], x : x + right.shape[1]]
-    np.maximum(window, right[:, : window.shape[1]], out=window)
-    return canvas
-
-
-def squeezed_pair(rng: Rng, first: Gray, second: Gray) -> Gray:
-    """Two digits touching or overlapping a little, sometimes squeezed narrower: the group /read may read as one."""
-    overlap = int(rng.integers(0, max(1, first.shape[0] // 8)))
-    pair = side_by_side(first, second, touching_gap(first, second) - overlap)
-    if rng.random() < 0.4:  # squeezed: as narrow as one wide digit
-        image = Image.fromarray(pair, mode="F")
-        pair = np.asarray(image.resize((max(2, round(pair.shape[1] * rng.uniform(0.5, 0.8))), pair.shape[0])))
-    return pair
-
-
 def restroked(rng: Rng, ink: Gray) -> Gray:
-    """The glyph thinned to a pen line, thickened as by a marker, or as it was, a third each: the piece verifier
-    must not take stroke width for the sign of a pair (benchmarks.read_eval's styles write both ways)."""
+    """The glyph thinned to a pen line, thickened as by a marker, or as it was, a third each: the verifier must not
+    take stroke width for the sign of a pair (benchmarks.read_eval's styles write both ways)."""
     choice = int(rng.integers(0, 3))
     if choice == 2 or min(ink.shape) < 5:
         return ink
@@ -80,39 +81,65 @@ def restroked(rng: Rng, ink: Gray) -> Gray:
     return thin if thin.max() > INK else ink  # an eroded hairline that vanished stays as it was
 
 
-def pair_set(images: Images, count: int, seed: int = PAIR_SEED, strokes: bool = False) -> Images:
-    """`count` pairs of the given (training) digits, each prepared as /read prepares a piece; `strokes`: each pair
-    restroked (a line of writing has one pen)."""
+def written_line(rng: Rng, images: Images, labels: npt.NDArray[np.uint8]) -> Line:
+    """2-4 random digits side by side at one height and slant, baselines jittered, most gaps touching."""
+    picks = rng.integers(0, len(images), int(rng.integers(2, 5)))
+    height, slant = int(rng.integers(28, 90)), float(rng.uniform(-0.25, 0.25))
+    glyphs = [restroked(rng, glyph(images[i], max(12, round(height * rng.uniform(0.85, 1.15))), slant)) for i in picks]
+    gaps = [
+        touching_gap(a, b) - int(rng.integers(0, max(1, height // 8)))
+        if rng.random() < TOUCHING
+        else round(height * rng.uniform(0.03, 0.4))
+        for a, b in itertools.pairwise(glyphs)
+    ]
+    offsets = [round(height * rng.uniform(-0.08, 0.08)) for _ in glyphs]
+    tallest = max(g.shape[0] for g in glyphs) + 2 * max(abs(o) for o in offsets)
+    width = sum(g.shape[1] for g in glyphs) + sum(gaps) + 2 * MARGIN
+    canvas = np.zeros((tallest + 2 * MARGIN, max(width, max(g.shape[1] for g in glyphs) + 2 * MARGIN)), np.float32)
+    digits, x = [], MARGIN
+    for g, gap, offset in zip(glyphs, [*gaps, 0], offsets, strict=True):
+        y, (h, w) = MARGIN + (tallest - g.shape[0]) // 2 + offset, g.shape
+        x = max(0, x)
+        np.maximum(canvas[y : y + h, x : x + w], g, out=canvas[y : y + h, x : x + w])
+        digit = np.zeros(canvas.shape, bool)
+        digit[y : y + h, x : x + w] = g > INK
+        digits.append(digit)
+        x += w + gap
+    if rng.random() < BLURRED:
+        blurred = Image.fromarray(np.rint(canvas * 255).astype(np.uint8)).filter(
+            ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0))
+        )
+        canvas = np.asarray(blurred, dtype=np.float32) / 255
+    return Line(canvas, digits, [int(labels[i]) for i in picks])
+
+
+def piece_label(piece: Piece, line: Line) -> int | None:
+    """The digit the piece is, NOT_ONE_DIGIT, or None when it is neither clearly."""
+    x, y, w, h = piece.box
+    cover = np.array([(d[y : y + h, x : x + w] & piece.mask).sum() / max(1, d.sum()) for d in line.digits])
+    best = int(np.argmax(cover))
+    second = float(np.sort(cover)[-2]) if len(cover) > 1 else 0.0
+    if cover[best] >= WHOLE and second <= STRAY:
+        return line.labels[best]
+    if cover[best] < PART or second >= MIXED:
+        return NOT_ONE_DIGIT
+    return None
+
+
+def labelled_pieces(images: Images, labels: npt.NDArray[np.uint8], lines: int, seed: int) -> tuple[Images, Labels]:
+    """The pieces /read's segmenter cuts from `lines` written lines of the given digits, (N, 28, 28) as /read
+    prepares them, and their labels (0-9, or NOT_ONE_DIGIT)."""
     rng = np.random.default_rng(seed)
-    pairs = (squeezed_pair(rng, *_two_glyphs(rng, images)) for _ in range(count))
-    return np.stack([digit_of_ink(restroked(rng, pair) if strokes else pair) for pair in pairs])
-
-
-def _two_glyphs(rng: Rng, images: Images) -> tuple[Gray, Gray]:
-    """Two random digits at one height and slant, as in one line of writing."""
-    height, slant = int(rng.integers(28, 90)), float(rng.uniform(-0.2, 0.2))
-    first, second = (glyph(images[i], height, slant) for i in rng.integers(0, len(images), 2))
-    return first, second
-
-
-def single_pieces(images: Images, seed: int = PAIR_SEED + 1, strokes: bool = False) -> Images:
-    """Whole digits prepared as /read prepares a piece (scaled, slanted, digit_of_ink): what the verifier must
-    accept when /read cuts a number right; `strokes`: each restroked."""
-    rng = np.random.default_rng(seed)
-    glyphs = (glyph(image, int(rng.integers(28, 90)), float(rng.uniform(-0.2, 0.2))) for image in images)
-    return np.stack([digit_of_ink(restroked(rng, g) if strokes else g) for g in glyphs])
-
-
-def fragment_set(images: Images, count: int, seed: int = PAIR_SEED + 4, strokes: bool = False) -> Images:
-    """`count` fragments: the left or right 25-65% of a digit, as /read's cuts leave them beside the rest of it.
-    A fragment with too little ink to be prepared (a sliver of a 1) is drawn again."""
-    rng, fragments = np.random.default_rng(seed), []
-    while len(fragments) < count:
-        ink = glyph(images[int(rng.integers(0, len(images)))], int(rng.integers(28, 90)), float(rng.uniform(-0.2, 0.2)))
-        cut = max(1, round(ink.shape[1] * rng.uniform(0.25, 0.65)))
-        part = ink[:, :cut] if rng.random() < 0.5 else ink[:, cut:]
+    pieces, kinds = [], []
+    for _ in range(lines):
+        line = written_line(rng, images, labels)
         try:
-            fragments.append(digit_of_ink(restroked(rng, part) if strokes else part))
-        except BlankImage:
+            plan = plan_reading(line.ink)
+        except ServiceError:  # a line /read would refuse (too faint once eroded): nothing to learn from
             continue
-    return np.stack(fragments)
+        for piece in plan.pieces:
+            label = piece_label(piece, line)
+            if label is not None:
+                pieces.append(piece.digit)
+                kinds.append(label)
+    return np.stack(pieces), np.array(kinds, np.int64)

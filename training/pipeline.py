@@ -238,8 +238,8 @@ def publish_verifier(folder: Path, data: Mnist, log: Callable[[str], None] = pri
     assert card.piece_verifier is not None
     rates = card.piece_verifier.validation
     log(
-        f"{card.name}: piece verifier: validation singles accepted {rates.singles_accepted:.2%},"
-        f" pairs caught {rates.pairs_caught:.2%}"
+        f"{card.name}: piece verifier: validation whole digits accepted {rates.digits_accepted:.2%},"
+        f" other pieces caught {rates.others_caught:.2%}"
     )
     return card
 

@@ -286,15 +286,16 @@ def _trust_lines(card: ModelCard) -> list[str]:
         lines += [
             "## Piece verifier (/read)",
             "",
-            f"Output `{v.output}` in [0, 1]: is a piece /read cut from a line one whole digit, not two touching ones?"
-            " /read adds a weighed log of it to the piece's evidence; /predict does not use it, and it has no"
-            f" threshold. Features: {v.features}. Head: {v.head}. Trained on {t['single_digits']:,} single and"
-            f" {t['pairs_of_touching_digits']:,} pairs of touching MNIST training digits, prepared as /read pieces.",
+            f"Output `{v.output}` in [0, 1]: is a piece /read cut from a line one whole digit, not a fragment or two"
+            " touching digits? /read adds a weighed log of it to the piece's evidence; /predict does not use it, and"
+            f" it has no threshold. Network: {v.network}. Trained on {t['pieces']:,} pieces ({t['whole_digits']:,}"
+            f" whole digits) that /read's segmenter cut from {t['lines']:,} written lines of MNIST training digits.",
             "",
-            "| validation set (MNIST validation digits) | pieces | on the right side of 0.5 |",
+            "| validation pieces (cut from lines of MNIST validation digits) | pieces | on the right side of 0.5 |",
             "| --- | --- | --- |",
-            f"| single digits | {v.validation.singles:,} | {v.validation.singles_accepted:.2%} |",
-            f"| pairs of touching digits | {v.validation.pairs:,} | {v.validation.pairs_caught:.2%} |",
+            f"| one whole digit | {v.validation.digits:,} | {v.validation.digits_accepted:.2%} |",
+            f"| fragments, touching pairs, a digit with much of another | {v.validation.others:,}"
+            f" | {v.validation.others_caught:.2%} |",
             "",
         ]
     return lines
