@@ -44,23 +44,19 @@ Floats = npt.NDArray[np.float32]
 # --- the detector's features and head ---------------------------------------------------------------------------
 
 
-def feature_nodes(
-    proto: onnx.ModelProto, sources: list[str], prefix: str = PREFIX, features: str = FEATURES
-) -> list[onnx.NodeProto]:
-    """Nodes computing `features`: (N, 4D maps -> mean and max per channel | 2D tensors as they are), concatenated.
-    Another head (training.verifier) builds its own copy under its own prefix, so that neither stage's strip
-    removes what the other needs."""
+def feature_nodes(proto: onnx.ModelProto, sources: list[str]) -> list[onnx.NodeProto]:
+    """Nodes computing FEATURES: (N, 4D maps -> mean and max per channel | 2D tensors as they are), concatenated."""
     ranks = {o.name: len(o.type.tensor_type.shape.dim) for o in proto.graph.output}  # inner tensors: (N, F)
     nodes, parts = [], []
     for source in sources:
         if ranks.get(source) == 4:
             for op in ("ReduceMean", "ReduceMax"):
-                name = f"{prefix}{source}_{op}"
+                name = f"{PREFIX}{source}_{op}"
                 nodes.append(helper.make_node(op, [source], [name], name=name, axes=[2, 3], keepdims=0))
                 parts.append(name)
         else:
             parts.append(source)
-    nodes.append(helper.make_node("Concat", parts, [features], name=features, axis=1))
+    nodes.append(helper.make_node("Concat", parts, [FEATURES], name=FEATURES, axis=1))
     return nodes
 
 
@@ -79,9 +75,7 @@ class Head:
         return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
 
 
-def train_head(
-    digits: Floats, others: Floats, seed: int, epochs: int = 40, batch: int = 256, hidden: int = HIDDEN
-) -> Head:
+def train_head(digits: Floats, others: Floats, seed: int, epochs: int = 40, batch: int = 256) -> Head:
     """Binary cross-entropy with Adam, digits = 1, non-digits = 0, both classes weighted equally."""
     rng = np.random.default_rng(seed)
     x = np.concatenate([digits, others]).astype(np.float64)
@@ -89,8 +83,8 @@ def train_head(
     weight = np.where(y == 1, len(x) / (2 * len(digits)), len(x) / (2 * len(others)))
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
     x = (x - mean) / std
-    params = [rng.normal(0, np.sqrt(2 / x.shape[1]), (x.shape[1], hidden)), np.zeros(hidden),
-              rng.normal(0, np.sqrt(1 / hidden), (hidden, 1)), np.zeros(1)]  # fmt: skip
+    params = [rng.normal(0, np.sqrt(2 / x.shape[1]), (x.shape[1], HIDDEN)), np.zeros(HIDDEN),
+              rng.normal(0, np.sqrt(1 / HIDDEN), (HIDDEN, 1)), np.zeros(1)]  # fmt: skip
     moments = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
     steps = epochs * int(np.ceil(len(x) / batch))
     for step in range(1, steps + 1):
@@ -121,20 +115,17 @@ def _head_gradients(params: list[np.ndarray], x: np.ndarray, y: np.ndarray, weig
     return [x.T @ d_hidden, d_hidden.sum(axis=0), hidden.T @ d_out, d_out.sum(axis=0)]
 
 
-def head_nodes(
-    head: Head, prefix: str = PREFIX, features: str = FEATURES, output: str = SCORE
-) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """The head as ONNX nodes from `features` to `output`, every node and initialiser named with `prefix`."""
-    names = {k: f"{prefix}{k}" for k in ("w1", "b1", "w2", "b2")}
+def head_nodes(head: Head) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    names = {k: f"{PREFIX}{k}" for k in ("w1", "b1", "w2", "b2")}
     initializers = [numpy_helper.from_array(getattr(head, k), v) for k, v in names.items()]
-    p = prefix
+    p = PREFIX
     nodes = [
-        helper.make_node("MatMul", [features, names["w1"]], [f"{p}h1"], name=f"{p}h1"),
+        helper.make_node("MatMul", [FEATURES, names["w1"]], [f"{p}h1"], name=f"{p}h1"),
         helper.make_node("Add", [f"{p}h1", names["b1"]], [f"{p}h2"], name=f"{p}h2"),
         helper.make_node("Relu", [f"{p}h2"], [f"{p}h3"], name=f"{p}h3"),
         helper.make_node("MatMul", [f"{p}h3", names["w2"]], [f"{p}h4"], name=f"{p}h4"),
         helper.make_node("Add", [f"{p}h4", names["b2"]], [f"{p}h5"], name=f"{p}h5"),
-        helper.make_node("Sigmoid", [f"{p}h5"], [output], name=f"{p}score"),
+        helper.make_node("Sigmoid", [f"{p}h5"], [SCORE], name=f"{p}score"),
     ]
     return nodes, initializers
 

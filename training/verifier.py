@@ -155,8 +155,8 @@ def make_verified(
     whole = int((labels != pieces.NOT_ONE_DIGIT).sum())
     log(f"{card.name}: {len(labels):,} pieces cut from {lines:,} lines ({whole:,} whole digits)"
         f" in {time.perf_counter() - started:.0f} s")  # fmt: skip
-    source, base = source_of(card).name, strip(proto)
-    (maps,) = trust.run(base, images, [source])
+    source = source_of(card).name
+    (maps,) = trust.run(proto, images, [source])  # the classifier's map, whatever verifier the graph holds
     reader, reference = reader_graph(train_reader(maps, labels, epochs=epochs))
     new = verified(proto, reader, source)
     (scores,) = trust.run(new, val_images, [SCORE])
