@@ -4,7 +4,8 @@ of. Bytes and arrays in, plain results out; no HTTP here (app.routes.read is the
 The chain: decode (as /predict: reduced to DECODE_SIDE, EXIF orientation applied) -> grayscale -> polarity (white
 ink on black, as /predict) -> a smooth background removed (shadows and paper of a photo) -> binarised ->
 connected components -> underlines and specks set aside -> pieces of one digit merged (they overlap horizontally:
-a 5's flag, a broken 4, an open 0) -> dots and dashes set aside (small against the digits' median height) ->
+a 5's flag, a broken 4, an open 0) -> dots and dashes set aside (small against the digits' median height), but
+those beside a digit stay in as parts a reading may leave out (a thin pen's 7 loses its bar) ->
 each group wider than half a digit is over-segmented by cuts at the minima of its column projection -> every run
 of consecutive parts that could be one digit (within a group: a digit cut from its touching neighbour; across
 groups: the pieces of a broken stroke) is a piece, an edge of one graph. Every piece is prepared as /predict
@@ -68,6 +69,9 @@ CONFIDENCE_WEIGHT = 2.5  # the model's log-confidence weighs 2.5 times against t
 PIECE_WEIGHT = 2.0  # the piece verifier's log-score (piece_score, when the model has one): chosen on the dev seed
 PIECE_FLOOR = 1e-4  # ... costs a piece at most PIECE_WEIGHT x 9.2
 MIN_DIGIT_PX = 8  # a digit less tall than this, in the decoded image, cannot be read
+LOOSE_GAP = 0.3  # a dot or dash this close to a digit (in digit heights) may be a stroke of it broken off...
+STROKE_LEFT_OUT = 2.0  # ... and a reading that leaves one out loses this log-score when it lies in the top third
+# of the digit: a point sits on the baseline and a dash at mid-height, but a 7's bar or a 5's flag at the top
 FLAT_LINE = 3.0  # a group this many times wider than tall is a line or a dash
 STEP_COST = 0.05  # a cut path pays this for each column it moves sideways: straight cuts win ties
 EMPTY = -1  # the segment of a part without ink
@@ -98,6 +102,8 @@ class Segment:
     piece: int  # its row in the batch, or EMPTY
     joins: int = 0  # separate groups of ink read as one digit (the pieces of a broken stroke)...
     gap: float = 0.0  # ... and the gaps between them, in digit heights
+    passed: Ignored | None = None  # a mark beside a digit that this reading leaves out (piece is EMPTY)...
+    cost: float = 0.0  # ... and what leaving it out costs
 
 
 @dataclass
@@ -346,6 +352,21 @@ def mark_kind(group: Group, height: float) -> str | None:
     return "dash" if group.width >= 1.5 * group.height else "dot"
 
 
+def loose_marks(marks: list[Group], digits: list[Group], height: float) -> list[Group]:
+    """The dots and dashes that may be strokes of a digit broken off it (a thin pen's 4 loses its arm): beside a
+    digit. The reading graph joins one to its digit when the model reads the whole better, and leaves it out
+    otherwise. At most one per digit, the largest: a speckled photo does not multiply the pieces."""
+    near = [mark for mark in marks if any(box_gap(mark, digit) <= LOOSE_GAP * height for digit in digits)]
+    return sorted(near, key=lambda g: g.height * g.width, reverse=True)[: len(digits)]
+
+
+def box_gap(one: Group, other: Group) -> int:
+    """The distance between the two boxes, along the axis they are further apart on (0 when they overlap)."""
+    across = max(one.left - other.right, other.left - one.right)
+    down = max(one.top - other.bottom, other.top - one.bottom)
+    return max(0, across, down)
+
+
 # --------------------------------------------------------------------------------------------------- candidates
 
 
@@ -363,9 +384,10 @@ def plan_reading(ink: Gray) -> Plan:
     if not groups:
         raise NoDigits("Nothing in the image looks like a digit: only lines.")
     height = digit_height(groups)
-    marks = {id(g): mark_kind(g, height) for g in groups}
-    ignored += [Ignored(g.box, kind) for g in groups if (kind := marks[id(g)]) is not None]
-    digits = [g for g in groups if marks[id(g)] is None]
+    marks = {id(g): kind for g in groups if (kind := mark_kind(g, height)) is not None}
+    digits = [g for g in groups if id(g) not in marks]
+    loose = loose_marks([g for g in groups if marks.get(id(g)) in ("dot", "dash")], digits, height)
+    ignored += [Ignored(g.box, marks[id(g)]) for g in groups if id(g) in marks and g not in loose]
     if not digits:
         raise NoDigits("Nothing in the image looks like a digit: only dots, dashes or specks.")
     if len(digits) > MAX_GROUPS:
@@ -373,7 +395,9 @@ def plan_reading(ink: Gray) -> Plan:
             f"The image holds {len(digits)} separate marks that could be digits; /read reads one number of at most "
             f"{MAX_GROUPS}, written on one line."
         )
-    splits = [split_group(ink, labels, group, height) for group in sorted(digits, key=lambda g: g.left)]
+    splits = [split_group(ink, labels, group, height) for group in digits]
+    splits += [mark_part(ink, labels, mark, marks[id(mark)], digits) for mark in loose]
+    splits.sort(key=lambda split: split.group.left)
     plan = Plan(pieces=[], segments=[], node_cuts=[], ignored=sorted(ignored, key=lambda i: i.box[0]), height=height)
     add_segments(plan, splits, height)
     return plan
@@ -388,6 +412,8 @@ class Split:
     mask: Mask
     edges: list[npt.NDArray[np.int64]]  # per row, the first column of each part; the last edge is the width
     crossed: list[float]  # the strokes of ink each inner edge crosses
+    left_out: Ignored | None = None  # a loose dot or dash: read only with a digit beside it, else left out...
+    left_out_cost: float = 0.0  # ... at this cost
 
     @property
     def parts(self) -> int:
@@ -410,9 +436,7 @@ class Split:
 def split_group(ink: Gray, labels: npt.NDArray[np.int32], group: Group, height: float) -> Split:
     """The group and, when it is wide, the cuts that may part touching digits: paths crossing the least ink, no
     two closer than a narrow digit."""
-    region = ink[group.top : group.bottom, group.left : group.right]
-    mask = np.isin(labels[group.top : group.bottom, group.left : group.right], group.labels)
-    own = np.where(_rim(mask), region, 0.0).astype(np.float32)
+    own, mask = _own_ink(ink, labels, group)
     stroke = max(1.0, stroke_width(mask.astype(np.float32)))
     paths: dict[bytes, npt.NDArray[np.int64]] = {}
     for centre, reach in cut_points(mask.sum(axis=0).astype(np.float32), group.width, height):
@@ -427,6 +451,22 @@ def split_group(ink: Gray, labels: npt.NDArray[np.int32], group: Group, height: 
     inner = list(np.maximum.accumulate(np.stack(kept), axis=0)) if kept else []  # paths that cross are evened out
     edges = [np.zeros(group.height, np.int64), *inner, np.full(group.height, group.width)]
     return Split(group, own, mask, edges, [strokes_crossed(mask, path, stroke) for path in inner])
+
+
+def mark_part(ink: Gray, labels: npt.NDArray[np.int32], mark: Group, kind: str, digits: list[Group]) -> Split:
+    """A loose mark as one part, never cut, and what a reading that leaves it out pays."""
+    own, mask = _own_ink(ink, labels, mark)
+    digit = min(digits, key=lambda d: box_gap(mark, d))
+    high = mark.top + mark.bottom < 2 * digit.top + 2 * digit.height / 3  # its middle in the digit's top third
+    edges = [np.zeros(mark.height, np.int64), np.full(mark.height, mark.width)]
+    return Split(mark, own, mask, edges, [], Ignored(mark.box, kind), STROKE_LEFT_OUT if high else 0.0)
+
+
+def _own_ink(ink: Gray, labels: npt.NDArray[np.int32], group: Group) -> tuple[Gray, Mask]:
+    """The group's ink in its box (its components with their anti-aliased rim, not a neighbour's), and its mask."""
+    mask = np.isin(labels[group.top : group.bottom, group.left : group.right], group.labels)
+    region = ink[group.top : group.bottom, group.left : group.right]
+    return np.where(_rim(mask), region, 0.0).astype(np.float32), mask
 
 
 def strokes_crossed(mask: Mask, path: npt.NDArray[np.int64], stroke: float) -> float:
@@ -451,6 +491,11 @@ def add_segments(plan: Plan, splits: list[Split], height: float) -> None:
                 if parts[end - 1][0] is not parts[start][0]:
                     break  # wider still from here on, and no longer within the group it started in
                 continue
+            if all(split.left_out for split, _ in parts[start:end]):  # marks alone are no digit: passed over
+                if end == start + 1:
+                    mark = parts[start][0]
+                    plan.segments.append(Segment(start, end, EMPTY, passed=mark.left_out, cost=mark.left_out_cost))
+                continue
             piece = _piece(parts[start:end])
             if piece is not None:
                 plan.segments.append(Segment(start, end, len(plan.pieces), *joins(parts[start:end], height)))
@@ -470,7 +515,7 @@ def joins(parts: list[tuple[Split, int]], height: float) -> tuple[int, float]:
     count, gap = 0, 0.0
     for (one, _), (other, _) in itertools.pairwise(parts):
         if one is not other:
-            count += 1
+            count += not (one.left_out or other.left_out)  # a loose mark joins its digit for free
             gap += max(0, other.group.left - one.group.right) / height
     return count, gap
 
@@ -581,23 +626,23 @@ def model_evidence(logits: npt.NDArray[np.float32], piece_scores: npt.NDArray[np
     return evidence.tolist()
 
 
-def best_path(plan: Plan, evidence: list[float]) -> list[int]:
-    """The pieces of the reading that scores best (dynamic programming over the graph, left to right): the
+def best_path(plan: Plan, evidence: list[float]) -> list[Segment]:
+    """The segments of the reading that scores best (dynamic programming over the graph, left to right): the
     log-probability that every piece is the digit the model says, plus the shape priors, less the cuts and joins."""
     last = len(plan.node_cuts) - 1
     best = [-math.inf] * (last + 1)
     best[0] = 0.0
     came: list[Segment | None] = [None] * (last + 1)
     for segment in plan.segments:  # ordered by start: every way into a node is known before leaving it
-        score = 0.0 if segment.piece == EMPTY else evidence[segment.piece] + piece_prior(plan, segment.piece)
+        score = -segment.cost if segment.piece == EMPTY else evidence[segment.piece] + piece_prior(plan, segment.piece)
         total = best[segment.start] + score - join_cost(segment) - cut_cost(plan.node_cuts[segment.end])
         if total > best[segment.end]:
             best[segment.end], came[segment.end] = total, segment
     chosen, node = [], last
     while node > 0 and (segment := came[node]) is not None:
-        chosen.append(segment.piece)
+        chosen.append(segment)
         node = segment.start
-    return [piece for piece in chosen[::-1] if piece != EMPTY]
+    return chosen[::-1]
 
 
 def cut_cost(crossed: float | None) -> float:
@@ -629,13 +674,19 @@ def resolve(
     (T = 0.43), which made it sure of fragments: a 2's tail read as a 7 outscored the whole 2. `piece_scores`, the
     piece verifier's output when the model has one, adds its evidence.
     """
-    chosen = best_path(plan, model_evidence(logits, piece_scores))
-    digits = [_read_digit(plan, i, probabilities[i]) for i in sorted(chosen, key=lambda i: _centre(plan.pieces[i]))]
+    path = best_path(plan, model_evidence(logits, piece_scores))
+    chosen = sorted((s.piece for s in path if s.piece != EMPTY), key=lambda i: _centre(plan.pieces[i]))
+    digits = [_read_digit(plan, i, probabilities[i]) for i in chosen]
     if not digits:
         raise NoDigits("Nothing in the image looks like a digit.")
-    ignored = [Ignored(_scaled(i.box, plan.scale), i.reason) for i in plan.ignored]
+    passed = [s.passed for s in path if s.passed is not None]
+    ignored = [Ignored(_scaled(i.box, plan.scale), i.reason) for i in sorted(plan.ignored + passed, key=_left)]
     confidence = math.prod(d.confidence for d in digits)
     return Reading("".join(str(d.digit) for d in digits), confidence, digits, ignored)
+
+
+def _left(mark: Ignored) -> int:
+    return mark.box[0]
 
 
 def _centre(piece: Piece) -> float:

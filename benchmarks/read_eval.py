@@ -6,6 +6,8 @@ Two sets, each from its own generator and seed:
 - "styles": built differently: thin pen lines or heavy marker strokes, light chalk on a dark board or ink on white,
   the whole line tilted, PNG, no touching digits, and often a decimal point, a dash or an underline that must be
   left out of the text.
+With set 1 comes its ceiling: as many single digits photographed the same way. What the classifier reads right of
+those bounds the whole-number accuracy that any segmenter reaches on set 1.
 
     python -m benchmarks.read_eval --seed 1 --count 1000      # or: make evaluate-read
 
@@ -111,15 +113,17 @@ def to_jpeg(rgb: npt.NDArray[np.float32], quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def photo_number(images: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8], rng: np.random.Generator) -> Sample:
-    """Set 1: one number photographed on paper."""
-    count = int(rng.integers(2, 9))
+def photo_number(
+    images: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8], rng: np.random.Generator, count: int | None = None
+) -> Sample:
+    """Set 1: one number photographed on paper (of 2-8 digits, or `count`)."""
+    count = int(rng.integers(2, 9)) if count is None else count
     picks = rng.integers(0, len(labels), count)
     height = int(rng.integers(36, 90))
     slant = float(rng.uniform(-0.2, 0.2))
     glyphs = [sheared(digit_ink(images[i]), max(12, round(height * rng.uniform(0.85, 1.15))), slant) for i in picks]
     gaps = [round(height * rng.uniform(0.1, 0.5)) for _ in range(count - 1)]
-    touching = bool(rng.random() < 0.3)
+    touching = count > 1 and bool(rng.random() < 0.3)
     if touching:
         pair = int(rng.integers(0, count - 1))
         gaps[pair] = touching_gap(glyphs[pair], glyphs[pair + 1], int(rng.integers(0, max(1, height // 12))))
@@ -217,7 +221,7 @@ def evaluate(samples: list[Sample], session: ort.InferenceSession) -> dict[str, 
         digits_total += len(sample.text)
         if len(text) == len(sample.text):
             digits_right += sum(a == b for a, b in zip(text, sample.text, strict=True))
-        else:  # aligned from both ends: a merge or a split costs the digits between
+        else:  # a merge or a split costs the digits after it
             prefix = next(
                 (i for i, (a, b) in enumerate(zip(text, sample.text, strict=False)) if a != b),
                 min(len(text), len(sample.text)),
@@ -238,6 +242,18 @@ def evaluate(samples: list[Sample], session: ort.InferenceSession) -> dict[str, 
     }
 
 
+def ceiling(digits: list[Sample], session: ort.InferenceSession) -> dict[str, float]:
+    """Single digits photographed as set 1 photographs numbers, read as /read reads them: what the classifier alone
+    gets right under this rendering, and the whole-number accuracy a perfect segmenter would then reach on 2-8
+    digits (their count is uniform)."""
+    accuracy = float(np.mean([getattr(read(sample, session), "text", "") == sample.text for sample in digits]))
+    return {
+        "single_digits": len(digits),
+        "single_digit_accuracy": accuracy,
+        "whole_number_ceiling": float(np.mean([accuracy**n for n in range(2, 9)])),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=1, help="generator seed (0 is the dev seed; report on others)")
@@ -249,13 +265,15 @@ def main() -> None:
     test, _ = load_split(resolve_data_dir(args.data_dir), "t10k", verify=False)  # test digits only
     session = ort.InferenceSession(str(ROOT / "models" / args.model / "model.onnx"), providers=["CPUExecutionProvider"])
     photos_rng, styles_rng = np.random.default_rng([args.seed, 1]), np.random.default_rng([args.seed, 2])
+    single_rng = np.random.default_rng([args.seed, 3])
     started = time.perf_counter()
     photos = [photo_number(test.images, test.labels, photos_rng) for _ in range(args.count)]
     styles = [styled_number(test.images, test.labels, styles_rng) for _ in range(max(1, args.count // 3))]
+    singles = [photo_number(test.images, test.labels, single_rng, count=1) for _ in range(args.count)]
     results = {
         "seed": args.seed,
         "model": args.model,
-        "photos": evaluate(photos, session),
+        "photos": evaluate(photos, session) | ceiling(singles, session),
         "styles": evaluate(styles, session),
     }
     results["seconds"] = round(time.perf_counter() - started, 1)

@@ -7,7 +7,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from app.errors import NoDigits, TooManyDigits
 from app.preprocess import model_input
@@ -111,6 +111,21 @@ def test_a_digit_broken_sideways_is_joined(mnist_sample: Mnist, cnn: ort.Inferen
     reading = read(ink, cnn)
     assert reading.text == "07"
     assert reading.digits[0].box[2] >= columns[-1] - columns[0] - 2  # one box over both arcs
+
+
+def test_a_stroke_broken_off_a_digit_is_read_with_it(mnist_sample: Mnist, cnn: ort.InferenceSession) -> None:
+    """A 7 whose bar a thin pen left apart from its stem: the bar alone is a dash, the stem alone a 1. A mark that
+    high beside a digit is no point or dash, and the reading joins it to the stem."""
+    bar_and_stem = Image.new("F", (84, 84))
+    pen = ImageDraw.Draw(bar_and_stem)
+    pen.line((20, 12, 42, 12), fill=1.0, width=8)  # ends 10 px short of the stem
+    pen.line((56, 10, 46, 76), fill=1.0, width=8)
+    ink = row_of([enlarged(mnist_sample.test.images[1]), np.asarray(bar_and_stem, np.float32)], [20, 130])
+    assert label_components(ink > 0.2)[1] == 3  # the 2, the bar, the stem
+    reading = read(ink, cnn)
+    assert reading.text == "27"
+    assert reading.ignored == []
+    assert reading.digits[1].box[0] == 150  # the 7's box takes the bar in
 
 
 def test_thick_marker_strokes_keep_their_ink(mnist_sample: Mnist) -> None:
