@@ -24,10 +24,10 @@ import numpy.typing as npt
 from PIL import Image
 
 from app.admission import DecodePool
-from app.errors import ServiceError, UnknownModel
+from app.errors import NoDigits, ServiceError, UnknownModel
 from app.explain import Explanation, Forward, Options, check_target, explain_images, offered_methods, resolve_method
 from app.preprocess import Digit, Limits, decoded_pixels, mnist_png_pixels, model_input, open_image, preprocess
-from app.reading import Reading, plan_upload, resolve
+from app.reading import Plan, Reading, plan_upload, resolve
 from app.runtime.batcher import Outputs
 from app.runtime.registry import LoadedModel, Registry
 from app.schemas import (
@@ -35,6 +35,8 @@ from app.schemas import (
     AttributionMap,
     BatchItem,
     BatchPrediction,
+    BatchReading,
+    BatchReadingItem,
     ErrorBody,
     IgnoredMark,
     LayerMaps,
@@ -366,7 +368,31 @@ class DataPlane:
         """The number written on one line of an upload (app.reading): every candidate piece of every group in one
         model call; the best reading is chosen from its answers."""
         loaded = self.model(model)
-        plan = await self.decoded(data, plan_upload)
+        return await self._read(loaded, await self.decoded(data, plan_upload), base_url)
+
+    async def read_numbers(
+        self, uploads: Sequence[tuple[str | None, bytes]], *, model: str | None, base_url: str
+    ) -> BatchReading:
+        """(filename, bytes) uploads, each read as /read reads one, in turn: a batch holds one image's pixels and
+        pieces at a time. A file that cannot be read gets its own error; the others are still read."""
+        loaded = self.model(model)
+        results = []
+        for filename, data in uploads:
+            try:
+                plan = await self.decoded(data, plan_upload)  # the file's errors, as /predict/batch's
+            except ServiceError as exc:
+                results.append(BatchReadingItem(filename=filename, error=ErrorBody(detail=exc.detail, code=exc.code)))
+                continue
+            try:
+                reading = await self._read(loaded, plan, base_url)
+            except NoDigits as exc:  # no digit among what the model read; the model's own errors fail the request
+                results.append(BatchReadingItem(filename=filename, error=ErrorBody(detail=exc.detail, code=exc.code)))
+                continue
+            results.append(BatchReadingItem(filename=filename, reading=reading))
+        return BatchReading(model=loaded.name, results=results)
+
+    async def _read(self, loaded: LoadedModel, plan: Plan, base_url: str) -> NumberReading:
+        """The plan's pieces in one model call, and the reading chosen from their answers."""
         verifier = loaded.card.piece_verifier if loaded.card else None
         extra = ["logits", verifier.output] if verifier else ["logits"]
         outputs = await loaded.infer(model_input(plan.batch()), [*wanted_outputs(loaded), *extra])

@@ -166,6 +166,19 @@ class NumberReading(BaseModel):
     ignored: list[IgnoredMark] = Field(description="specks, dots, dashes and underlines, left to right")
 
 
+class BatchReadingItem(BaseModel):
+    """The result for one file of /read/batch: its reading or the error that file caused."""
+
+    filename: str | None = None
+    reading: NumberReading | None = None
+    error: ErrorBody | None = None
+
+
+class BatchReading(BaseModel):
+    model: str
+    results: list[BatchReadingItem] = Field(description="one result per uploaded file, in upload order")
+
+
 class AttributionMap(BaseModel):
     """Why a model gave a class its score: one value per pixel of the 28x28 input it saw."""
 

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     """Longest a request waits for room in the body or decode budget before it gets 503 `overloaded`."""
 
     max_batch_images: int = Field(64, gt=0)
-    """Most images accepted by one /predict/batch request."""
+    """Most images accepted by one /predict/batch or /read/batch request."""
 
     api_key: str = ""
     """When set, every endpoint but health, metrics and docs requires it (header X-API-Key or Bearer)."""

@@ -329,6 +329,36 @@ def test_a_number_is_read_digit_by_digit_in_one_model_call(dataplane: DataPlane,
         assert digit.activations_url.startswith(f"{BASE}activations?input=")
 
 
+def test_a_batch_of_numbers_reads_each_file_with_one_model_call(
+    dataplane: DataPlane, mnist_sample: Mnist, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded, calls = dataplane.model("lenet"), []
+    infer = loaded.infer
+
+    async def counted(images: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
+        calls.append(len(images))
+        return await infer(images, outputs)
+
+    monkeypatch.setattr(loaded, "infer", counted)
+    uploads = [
+        ("a.png", number_of(mnist_sample, [1, 3, 2])),
+        (None, b"not an image"),
+        ("blank.png", encode(np.full((40, 120), 255, np.uint8))),
+        ("b.png", number_of(mnist_sample, [0, 4])),
+    ]
+    batch = run(dataplane.read_numbers(uploads, model="lenet", base_url=BASE))
+    assert batch.model == "lenet"
+    assert [item.filename for item in batch.results] == ["a.png", None, "blank.png", "b.png"]
+    labels = mnist_sample.test.labels
+    assert [item.reading.text if item.reading else item.error.code for item in batch.results] == [
+        f"{labels[1]}{labels[3]}{labels[2]}",
+        "not_an_image",
+        "no_digits",
+        f"{labels[0]}{labels[4]}",
+    ]
+    assert len(calls) == 2  # each readable image in one call; nothing to call the model for in the others
+
+
 def test_a_reading_reports_each_digits_own_verdict_pixels_and_box(dataplane: DataPlane, mnist_sample: Mnist) -> None:
     cnn = dataplane.model("cnn")
     pixels = [mnist_sample.test.images[0], mnist_sample.test.images[1]]

@@ -124,6 +124,33 @@ def test_unknown_model(client: TestClient, mnist_sample: Mnist) -> None:
     assert (response.status_code, response.json()["code"]) == (404, "unknown_model")
 
 
+def test_batch_reads_each_file_in_order(client: TestClient, mnist_sample: Mnist) -> None:
+    """Each file read as /read reads it; a file that cannot be read gets its own error, the others are read."""
+    numbers = {"a.png": [1, 3, 2, 8], "b.png": [0, 1]}
+    files = [
+        ("files", (name, encode(number_of(mnist_sample, indices)), "image/png")) for name, indices in numbers.items()
+    ]
+    files.insert(1, ("files", ("blank.png", encode(np.full((60, 200), 255, np.uint8)), "image/png")))
+    files.append(("files", ("text.png", b"not an image", "image/png")))
+    response = client.post("/read/batch?model=lenet", files=files)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "lenet"
+    results = body["results"]
+    assert [r["filename"] for r in results] == ["a.png", "blank.png", "b.png", "text.png"]
+    assert [r["error"]["code"] if r["error"] else None for r in results] == [None, "no_digits", None, "not_an_image"]
+    for result, indices in zip([results[0], results[2]], numbers.values(), strict=True):
+        alone = client.post("/read?model=lenet", files={"file": encode(number_of(mnist_sample, indices))}).json()
+        assert result["reading"]["text"] == "".join(str(mnist_sample.test.labels[i]) for i in indices)
+        assert result["reading"] == alone
+
+
+def test_batch_limit(client: TestClient, mnist_sample: Mnist) -> None:
+    files = [("files", ("n.png", encode(number_of(mnist_sample, [0, 1])), "image/png"))] * 9
+    response = client.post("/read/batch", files=files)
+    assert (response.status_code, response.json()["code"]) == (400, "too_many_files")
+
+
 def test_openapi_documents_the_route(client: TestClient) -> None:
     operation = client.get("/openapi.json").json()["paths"]["/read"]["post"]
     assert set(operation["requestBody"]["content"]) >= {"multipart/form-data", "image/png", "image/*"}
@@ -132,3 +159,8 @@ def test_openapi_documents_the_route(client: TestClient) -> None:
     assert operation["responses"]["422"]["content"]["application/json"]["example"]["code"] == "no_digits"
     schema = client.get("/openapi.json").json()["components"]["schemas"]["NumberReading"]
     assert schema["properties"]["text"]["examples"] == ["2026"]
+    batch = client.get("/openapi.json").json()["paths"]["/read/batch"]["post"]
+    assert "multipart/form-data" in batch["requestBody"]["content"]
+    assert batch["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/BatchReading"
+    }
