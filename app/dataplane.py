@@ -174,6 +174,7 @@ def number_reading(
                 digit_score=score,
                 box=list(d.box),
                 probabilities=d.probabilities,
+                piece_score=d.piece_score,
                 activations_url=activations_url(base_url, model, d.pixels, token_key),
             )
         )

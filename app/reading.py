@@ -68,6 +68,10 @@ INK_CUT_PENALTY = 0.5  # ... and per stroke width of ink the cut goes through
 CONFIDENCE_WEIGHT = 2.5  # the model's log-confidence weighs 2.5 times against the shape and cut terms
 PIECE_WEIGHT = 2.0  # the piece verifier's log-score (piece_score, when the model has one): chosen on the dev seed
 PIECE_FLOOR = 1e-4  # ... costs a piece at most PIECE_WEIGHT x 9.2
+# The number's confidence weighs each digit's confidence by its piece_score^0.1: the product of the confidences alone
+# claimed 96.6% on dev seed 0 photos that were read 91.6% right (expected calibration error 0.051; a merged pair is
+# read as surely as a digit); with it 91.6% (0.016). Chosen on the dev seed from 0-0.3.
+PIECE_CONFIDENCE = 0.1
 MIN_DIGIT_PX = 8  # a digit less tall than this, in the decoded image, cannot be read
 LOOSE_GAP = 0.3  # a dot or dash this close to a digit (in digit heights) may be a stroke of it broken off...
 STROKE_LEFT_OUT = 2.0  # ... and a reading that leaves one out loses this log-score when it lies in the top third
@@ -132,6 +136,7 @@ class ReadDigit:
     box: Box
     pixels: Digit  # what the model saw, for the activation maps
     row: int  # its row in the plan's batch: the model's other outputs for it (the not-a-digit score)
+    piece_score: float | None = None  # the piece verifier's: one whole digit in the box, when the model has one
 
 
 @dataclass(frozen=True)
@@ -672,16 +677,18 @@ def resolve(
     Pieces are ranked by the model's raw softmax (of `logits`), the scale the shape and cut terms were weighed
     against; the calibrated `probabilities` are what each digit reports. Calibration sharpens the default model
     (T = 0.43), which made it sure of fragments: a 2's tail read as a 7 outscored the whole 2. `piece_scores`, the
-    piece verifier's output when the model has one, adds its evidence.
+    piece verifier's output when the model has one, adds its evidence and tempers the number's confidence.
     """
     path = best_path(plan, model_evidence(logits, piece_scores))
     chosen = sorted((s.piece for s in path if s.piece != EMPTY), key=lambda i: _centre(plan.pieces[i]))
-    digits = [_read_digit(plan, i, probabilities[i]) for i in chosen]
+    digits = [_read_digit(plan, i, probabilities[i], piece_scores) for i in chosen]
     if not digits:
         raise NoDigits("Nothing in the image looks like a digit.")
     passed = [s.passed for s in path if s.passed is not None]
     ignored = [Ignored(_scaled(i.box, plan.scale), i.reason) for i in sorted(plan.ignored + passed, key=_left)]
-    confidence = math.prod(d.confidence for d in digits)
+    confidence = math.prod(
+        d.confidence * (1.0 if d.piece_score is None else d.piece_score**PIECE_CONFIDENCE) for d in digits
+    )
     return Reading("".join(str(d.digit) for d in digits), confidence, digits, ignored)
 
 
@@ -693,11 +700,14 @@ def _centre(piece: Piece) -> float:
     return piece.box[0] + piece.box[2] / 2
 
 
-def _read_digit(plan: Plan, index: int, probabilities: npt.NDArray[np.float32]) -> ReadDigit:
+def _read_digit(
+    plan: Plan, index: int, probabilities: npt.NDArray[np.float32], piece_scores: npt.NDArray[np.float32] | None
+) -> ReadDigit:
     values = probabilities.tolist()
     best = values.index(max(values))
     piece = plan.pieces[index]
-    return ReadDigit(best, values[best], values, _scaled(piece.box, plan.scale), piece.digit, index)
+    score = None if piece_scores is None else float(piece_scores[index, 0])
+    return ReadDigit(best, values[best], values, _scaled(piece.box, plan.scale), piece.digit, index, score)
 
 
 def _scaled(box: Box, scale: float) -> Box:

@@ -139,6 +139,14 @@ class ReadDigit(BaseModel):
         examples=[[14, 22, 41, 63]],
     )
     probabilities: list[float] = Field(description="probability of each digit 0-9", examples=[PROBABILITIES_EXAMPLE])
+    piece_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="the piece verifier's score that the box holds one whole digit, not a fragment or two touching "
+        "digits (models with a piece verifier; null for the others)",
+        examples=[0.99],
+    )
     activations_url: str = Field(
         description="GET it for the activation maps of this digit as the model saw it",
         examples=["http://127.0.0.1:8000/activations?input=AXjaY2AYBaNgFIyCUTAKRsEoGAUDAQAAcAAB...&model=cnn"],
@@ -157,7 +165,8 @@ class NumberReading(BaseModel):
 
     text: str = Field(description="the digits left to right", examples=["2026"])
     confidence: float = Field(
-        description="probability that the whole text is right: the product of the digits' confidences",
+        description="probability that the whole text is right: the product of the digits' confidences, each "
+        "weighed by its piece_score^0.1 when the model has a piece verifier",
         examples=[0.991],
     )
     model: str = Field(examples=["cnn"])

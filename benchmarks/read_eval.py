@@ -206,8 +206,28 @@ def failure_kind(expected: str, got: Reading | ServiceError) -> str:
     return "digit misread"
 
 
+def calibration(confidences: list[float], right: list[bool]) -> dict[str, object]:
+    """How honest the numbers' confidences are: their mean against the accuracy, the expected calibration error (10
+    equal-width bins), and the share of numbers at or above a confidence with the accuracy among them."""
+    confidence, correct = np.array(confidences), np.array(right, float)
+    bins = np.minimum((confidence * 10).astype(int), 9)
+    error = sum(
+        abs(confidence[bins == b].mean() - correct[bins == b].mean()) * (bins == b).mean()
+        for b in range(10)
+        if (bins == b).any()
+    )
+    above = {
+        str(t): {"share": float((confidence >= t).mean()), "accuracy": float(correct[confidence >= t].mean())}
+        for t in (0.9, 0.99)
+        if (confidence >= t).any()
+    }
+    return {"mean_confidence": float(confidence.mean()), "calibration_error": float(error), "confident": above}
+
+
 def evaluate(samples: list[Sample], session: ort.InferenceSession) -> dict[str, object]:
     right = digits_right = digits_total = 0
+    confidences: list[float] = []
+    outcomes: list[bool] = []
     touching = touching_right = 0
     kinds: Counter[str] = Counter()
     examples: list[str] = []
@@ -216,6 +236,8 @@ def evaluate(samples: list[Sample], session: ort.InferenceSession) -> dict[str, 
         text = got.text if isinstance(got, Reading) else ""
         ok = text == sample.text
         right += ok
+        confidences.append(got.confidence if isinstance(got, Reading) else 0.0)
+        outcomes.append(ok)
         touching += sample.touching
         touching_right += sample.touching and ok
         digits_total += len(sample.text)
@@ -239,6 +261,7 @@ def evaluate(samples: list[Sample], session: ort.InferenceSession) -> dict[str, 
         "touching_accuracy": touching_right / touching if touching else None,
         "failures": dict(kinds.most_common()),
         "examples": examples,
+        **calibration(confidences, outcomes),
     }
 
 

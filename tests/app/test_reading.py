@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from app.errors import NoDigits, TooManyDigits
 from app.preprocess import model_input
 from app.reading import (
+    PIECE_CONFIDENCE,
     PIECE_FLOOR,
     PIECE_WEIGHT,
     Reading,
@@ -85,8 +86,13 @@ def test_digits_are_read_left_to_right_whatever_their_height(mnist_sample: Mnist
     reading = read(row_of([enlarged(d) for d in images], [20, 120, 220, 320], [40, 10, 70, 40]), cnn)
     assert reading.text == "".join(map(str, labels))
     assert [d.box[0] for d in reading.digits] == sorted(d.box[0] for d in reading.digits)
-    assert reading.confidence == pytest.approx(np.prod([d.confidence for d in reading.digits]))
+    weighed = [d.confidence * d.piece_score**PIECE_CONFIDENCE for d in reading.digits if d.piece_score is not None]
+    assert reading.confidence == pytest.approx(np.prod(weighed))
+    assert len(weighed) == 4
     assert reading.ignored == []
+    unverified = read(row_of([enlarged(d) for d in images], [20, 120, 220, 320], [40, 10, 70, 40]), cnn, verified=False)
+    assert [d.piece_score for d in unverified.digits] == [None] * 4  # a model without a piece verifier (any but cnn)
+    assert unverified.confidence == pytest.approx(np.prod([d.confidence for d in unverified.digits]))
 
 
 def test_a_broken_digit_is_merged(mnist_sample: Mnist, cnn: ort.InferenceSession) -> None:

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.reading import PIECE_CONFIDENCE
 from tests.app.routes.test_errors import BAD_UPLOADS
 from tests.helpers import encode
 from training.data import Mnist
@@ -30,15 +31,18 @@ def test_read_multipart(client: TestClient, mnist_sample: Mnist) -> None:
     assert body["text"] == "".join(str(mnist_sample.test.labels[i]) for i in indices)
     assert set(body) == {"text", "confidence", "model", "model_version", "digits", "ignored"}
     assert (body["model"], body["model_version"]) == ("cnn", "1")
-    assert body["confidence"] == pytest.approx(np.prod([d["confidence"] for d in body["digits"]]))
+    # The whole text's confidence: each digit's, tempered by the piece verifier's score for its box.
+    weighed = [d["confidence"] * d["piece_score"] ** PIECE_CONFIDENCE for d in body["digits"]]
+    assert body["confidence"] == pytest.approx(np.prod(weighed))
     assert body["ignored"] == []
     for k, digit in enumerate(body["digits"]):
         assert set(digit) == {
-            "digit", "confidence", "is_digit", "digit_score", "box", "probabilities", "activations_url"
+            "digit", "confidence", "is_digit", "digit_score", "box", "probabilities", "piece_score", "activations_url"
         }  # fmt: skip
         assert digit["confidence"] == max(digit["probabilities"])
         assert digit["is_digit"] is True
         assert 0 <= digit["digit_score"] <= 1
+        assert 0.5 < digit["piece_score"] <= 1  # each a whole digit
         x, y, width, height = digit["box"]
         assert k * 40 + 6 <= x  # inside the digit's own cell
         assert x + width <= k * 40 + 34
