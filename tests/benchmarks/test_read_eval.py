@@ -1,0 +1,30 @@
+"""The reading evaluation's own arithmetic: how it scores confidences, and the single digits behind its ceiling."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks.read_eval import calibration, photo_number
+
+
+def test_calibration_compares_each_confidence_bin_with_its_accuracy() -> None:
+    confidences = [0.95] * 10 + [0.55] * 10
+    right = [True] * 9 + [False] + [True] * 5 + [False] * 5  # 90% right at 0.95, 50% at 0.55
+    figures = calibration(confidences, right)
+    assert figures["mean_confidence"] == pytest.approx(0.75)
+    assert figures["calibration_error"] == pytest.approx(0.5 * 0.05 + 0.5 * 0.05)
+    assert figures["confident"] == {"0.9": {"share": 0.5, "accuracy": 0.9}}  # none at 0.99
+
+
+def test_a_single_photographed_digit_never_touches_a_neighbour() -> None:
+    square = np.zeros((1, 28, 28), np.uint8)
+    square[0, 6:22, 10:18] = 255
+    samples = [
+        photo_number(square, np.array([1], np.uint8), np.random.default_rng(seed), count=1) for seed in range(20)
+    ]
+    assert {(s.text, s.touching) for s in samples} == {("1", False)}
+    assert Image.open(io.BytesIO(samples[0].image)).format == "JPEG"
