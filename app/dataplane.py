@@ -158,6 +158,11 @@ def layer_maps(name: str, maps: npt.NDArray[np.float32], encoding: Encoding) -> 
     )
 
 
+def file_error(error: ServiceError) -> ErrorBody:
+    """The error one file of a batch caused, in the batch's answer beside the other files' results."""
+    return ErrorBody(detail=error.detail, code=error.code)
+
+
 def number_reading(
     model: LoadedModel, reading: Reading, outputs: Outputs, *, base_url: str, token_key: str
 ) -> NumberReading:
@@ -256,7 +261,7 @@ class DataPlane:
         results, next_good = [], iter(range(len(good)))
         for (filename, _), digit in zip(uploads, digits, strict=True):
             if isinstance(digit, ServiceError):
-                results.append(BatchItem(filename=filename, error=ErrorBody(detail=digit.detail, code=digit.code)))
+                results.append(BatchItem(filename=filename, error=file_error(digit)))
                 continue
             prediction = make_prediction(
                 model=loaded,
@@ -382,12 +387,12 @@ class DataPlane:
             try:
                 plan = await self.decoded(data, plan_upload)  # the file's errors, as /predict/batch's
             except ServiceError as exc:
-                results.append(BatchReadingItem(filename=filename, error=ErrorBody(detail=exc.detail, code=exc.code)))
+                results.append(BatchReadingItem(filename=filename, error=file_error(exc)))
                 continue
             try:
                 reading = await self._read(loaded, plan, base_url)
             except NoDigits as exc:  # no digit among what the model read; the model's own errors fail the request
-                results.append(BatchReadingItem(filename=filename, error=ErrorBody(detail=exc.detail, code=exc.code)))
+                results.append(BatchReadingItem(filename=filename, error=file_error(exc)))
                 continue
             results.append(BatchReadingItem(filename=filename, reading=reading))
         return BatchReading(model=loaded.name, results=results)

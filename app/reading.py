@@ -403,7 +403,7 @@ def plan_reading(ink: Gray) -> Plan:
     splits = [split_group(ink, labels, group, height) for group in digits]
     splits += [mark_part(ink, labels, mark, marks[id(mark)], digits) for mark in loose]
     splits.sort(key=lambda split: split.group.left)
-    plan = Plan(pieces=[], segments=[], node_cuts=[], ignored=sorted(ignored, key=lambda i: i.box[0]), height=height)
+    plan = Plan(pieces=[], segments=[], node_cuts=[], ignored=sorted(ignored, key=_left), height=height)
     add_segments(plan, splits, height)
     return plan
 
