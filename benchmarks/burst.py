@@ -78,9 +78,17 @@ def _post(url: str, body: bytes, content_type: str, timeout_s: float = 60) -> in
 
 
 def burst(
-    base_url: str, pid: int, body: bytes, content_type: str, count: int, *, settle_s: float = 10.0
+    base_url: str,
+    pid: int,
+    body: bytes,
+    content_type: str,
+    count: int,
+    *,
+    settle_s: float = 10.0,
+    path: str = "/predict",
 ) -> BurstReport:
-    """`count` concurrent uploads of `body` to /predict while a probe sends one small digit at a time."""
+    """`count` concurrent uploads of `body` to `path` (/predict, /read) while a probe sends one small digit at a time
+    to /predict."""
     small = png(digits(1)[0])
     peak, done = rss_mb(pid), threading.Event()
     probe_ms: list[float] = []
@@ -104,7 +112,7 @@ def burst(
         watcher.start()
     start = time.perf_counter()
     with ThreadPoolExecutor(count) as pool:
-        statuses = Counter(pool.map(lambda _: _post(f"{base_url}/predict", body, content_type), range(count)))
+        statuses = Counter(pool.map(lambda _: _post(f"{base_url}{path}", body, content_type), range(count)))
     burst_s = time.perf_counter() - start
     done.set()
     for watcher in watchers:
@@ -128,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=64, help="concurrent uploads")
     parser.add_argument("--port", type=int, default=18810, help="local port of the service")
+    parser.add_argument("--path", default="/predict", help="endpoint the uploads go to (/predict or /read)")
     parser.add_argument("--out", type=Path, default=Path("build/bench/burst.json"), help="JSON report")
     args = parser.parse_args(argv)
     url = f"http://127.0.0.1:{args.port}"
@@ -138,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             ("jpeg-6000", large_jpeg(), "image/jpeg"),
             ("png-40mp", large_png(), "image/png"),
         ):
-            reports[name] = asdict(burst(url, process.pid, body, content_type, args.count))
+            reports[name] = asdict(burst(url, process.pid, body, content_type, args.count, path=args.path))
             print(name, json.dumps(reports[name]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(reports, indent=1))
