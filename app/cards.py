@@ -21,6 +21,10 @@ TARGET_LOGIT = "target_logit"
 INPUT_GRADIENT = "input_gradient"
 GRADCAM_MAPS = "gradcam_maps"
 GRADCAM_GRADIENT = "gradcam_gradient"
+# pair.onnx: input PAIR_INPUT (N, 28, 56, 1) in [0, 1]; outputs PAIR_LEFT and PAIR_RIGHT (N, 10), each digit's
+# probabilities, and PAIR_SCORE (N, 1), the probability that the run is two whole digits.
+PAIR_INPUT = "pair"
+PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE = "left", "right", "pair_score"
 
 
 class _Frozen(BaseModel):
@@ -126,6 +130,30 @@ class PieceVerifier(_Frozen):
     validation: PieceRates = Field(description="pieces cut from lines of the MNIST validation split's digits")
 
 
+class PairRates(_Frozen):
+    """How the pair reader does on the runs /read's segmenter offers it from lines of validation digits."""
+
+    pairs: int
+    pairs_read: float = Field(description="share of the runs that are two whole digits whose two digits are read right")
+    pairs_kept: float = Field(description="share of those scoring at least 0.5")
+    others: int
+    others_caught: float = Field(description="share of the other runs (one digit, three, fragments) scoring below 0.5")
+
+
+class PairReader(_Frozen):
+    """pair.onnx, /read's reader of two touching digits, a network of its own beside model.onnx (ONNX Runtime runs
+    every node of a graph, and /predict must not pay for it). /read offers it each run of parts of one touching
+    group that may be two digits; a reading may take both digits from it instead of cutting the run in two."""
+
+    file: str = "pair.onnx"
+    file_sha256: str
+    file_bytes: int
+    parameters: int
+    network: str
+    training: dict[str, Any]
+    validation: PairRates = Field(description="runs cut from lines of the MNIST validation split's digits")
+
+
 class GradientCheck(_Frozen):
     """explain.onnx checked when it was written: its input gradient against central finite differences of
     model.onnx (on digits with a little noise added, so that no ReLU or max-pool sits exactly on a kink), and
@@ -195,6 +223,7 @@ class ModelCard(_Frozen):
     calibration: Calibration | None = None
     detector: Detector | None = None
     piece_verifier: PieceVerifier | None = None
+    pair_reader: PairReader | None = None
     explain: Explain | None = None
 
 

@@ -24,10 +24,11 @@ import numpy.typing as npt
 from PIL import Image
 
 from app.admission import DecodePool
+from app.cards import PAIR_INPUT, PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE
 from app.errors import NoDigits, ServiceError, UnknownModel
 from app.explain import Explanation, Forward, Options, check_target, explain_images, offered_methods, resolve_method
 from app.preprocess import Digit, Limits, decoded_pixels, mnist_png_pixels, model_input, open_image, preprocess
-from app.reading import Plan, Reading, plan_upload, resolve
+from app.reading import PairAnswers, Plan, Reading, plan_upload, resolve
 from app.runtime.batcher import Outputs
 from app.runtime.registry import LoadedModel, Registry
 from app.schemas import (
@@ -158,6 +159,19 @@ def layer_maps(name: str, maps: npt.NDArray[np.float32], encoding: Encoding) -> 
     )
 
 
+async def read_pairs(loaded: LoadedModel, plan: Plan) -> PairAnswers | None:
+    """The pair reader's answers for the plan's runs that may be two touching digits, off the event loop; None when
+    the model has no pair reader or the plan no such run."""
+    if not plan.pairs:
+        return None
+    reader = await anyio.to_thread.run_sync(lambda: loaded.pair_reader)  # opened at the first /read
+    if reader is None:
+        return None
+    feed = {PAIR_INPUT: model_input(plan.pair_batch())}
+    left, right, score = await anyio.to_thread.run_sync(reader.run, [PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE], feed)
+    return PairAnswers(left, right, score)
+
+
 def file_error(error: ServiceError) -> ErrorBody:
     """The error one file of a batch caused, in the batch's answer beside the other files' results."""
     return ErrorBody(detail=error.detail, code=error.code)
@@ -180,6 +194,7 @@ def number_reading(
                 box=list(d.box),
                 probabilities=d.probabilities,
                 piece_score=d.piece_score,
+                pair=d.pair,
                 activations_url=activations_url(base_url, model, d.pixels, token_key),
             )
         )
@@ -403,7 +418,7 @@ class DataPlane:
         extra = ["logits", verifier.output] if verifier else ["logits"]
         outputs = await loaded.infer(model_input(plan.batch()), [*wanted_outputs(loaded), *extra])
         scores = outputs[verifier.output] if verifier else None
-        reading = resolve(plan, outputs["probabilities"], outputs["logits"], scores)
+        reading = resolve(plan, outputs["probabilities"], outputs["logits"], scores, await read_pairs(loaded, plan))
         return number_reading(loaded, reading, outputs, base_url=base_url, token_key=self.settings.token_key)
 
     async def infer_tensors(

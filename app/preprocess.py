@@ -31,6 +31,7 @@ from app.paper import paper_ink
 
 Gray = npt.NDArray[np.float32]  # (H, W) in [0, 1]
 Digit = npt.NDArray[np.uint8]  # (28, 28), white digit on black
+Pair = npt.NDArray[np.uint8]  # (28, 56), two touching digits, white on black
 
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP", "TIFF"})
 SUPPORTED_TEXT = "PNG, JPEG, BMP, GIF, WebP or TIFF"
@@ -39,6 +40,7 @@ NOISE_FLOOR = 0.2  # after stretching, fainter pixels are paper texture or JPEG 
 BOX, FIELD, CENTRE = 20, 28, 14.0  # MNIST: digit fits 20x20, field 28x28, centre of mass at pixel (14, 14)
 STROKE_AT_BOX = 2.5  # typical MNIST stroke width in pixels, at the 20-pixel scale
 WORK_SIZE = 100  # resolution at which strokes are measured and thickened
+PAIR_WIDTH = 52  # two touching digits fit 20 px high and at most this wide, in a 28x56 field
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut-off file is an error, not a grey band
 
@@ -335,6 +337,27 @@ def digit_of_ink(ink: Gray) -> Digit:
     if float(digit.max()) < MIN_CONTRAST:
         raise BlankImage()
     return to_uint8(place_in_field(digit))
+
+
+def pair_of_ink(ink: Gray) -> Pair:
+    """White-on-black ink (H, W) of two touching digits -> the (28, 56) field the pair reader takes: cropped,
+    strokes thickened as a digit's of the same height, fitted into 20 px high and PAIR_WIDTH wide, centred."""
+    crop = crop_to_ink(ink)
+    if crop.shape[0] > WORK_SIZE:
+        crop = _resize(crop, max(1, round(crop.shape[1] * WORK_SIZE / crop.shape[0])), WORK_SIZE)
+    missing = STROKE_AT_BOX * crop.shape[0] / BOX - stroke_width(crop)
+    if missing >= 1.0:
+        size = 2 * round(missing / 2) + 1
+        crop = np.asarray(Image.fromarray(crop, mode="F").filter(ImageFilter.MaxFilter(size)), dtype=np.float32)
+    scale = min(BOX / crop.shape[0], PAIR_WIDTH / crop.shape[1])
+    width, height = max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))
+    fitted = np.clip(_resize(crop, width, height), 0.0, 1.0)
+    if float(fitted.max()) < MIN_CONTRAST:
+        raise BlankImage()
+    field = np.zeros((FIELD, 2 * FIELD), dtype=np.float32)
+    top, left = (FIELD - height) // 2, (2 * FIELD - width) // 2
+    field[top : top + height, left : left + width] = fitted
+    return to_uint8(field)
 
 
 def preprocess(data: bytes, limits: Limits = Limits()) -> Digit:

@@ -11,7 +11,9 @@ of consecutive parts that could be one digit (within a group: a digit cut from i
 groups: the pieces of a broken stroke) is a piece, an edge of one graph. Every piece is prepared as /predict
 prepares a digit (app.preprocess.digit_of_ink) and all go to the model in one batch; the path through the graph
 whose pieces are most confidently digits, less what its cuts and joins cost, is the reading. Merging and cutting
-are thus decided together, by the classifier, over the whole line.
+are thus decided together, by the classifier, over the whole line. Where two digits touch along a stroke no cut
+parts them cleanly; so each run of parts of one group that may be two digits is also prepared whole (a 28x56 field)
+for the model's pair reader, when it has one (pair.onnx, in one call), and a path may read both digits from it.
 
 Boxes are [x, y, width, height] in the pixels of the uploaded image turned upright by its EXIF orientation, at full
 size: the factor by which decoding reduced a large picture is undone.
@@ -34,10 +36,12 @@ from app.preprocess import (
     Digit,
     Gray,
     Limits,
+    Pair,
     digit_of_ink,
     load_image,
     normalise_polarity,
     open_image,
+    pair_of_ink,
     stroke_width,
     to_grayscale,
 )
@@ -72,6 +76,11 @@ PIECE_FLOOR = 1e-4  # ... costs a piece at most PIECE_WEIGHT x 9.2
 # claimed 96.6% on dev seed 0 photos that were read 91.6% right (expected calibration error 0.051; a merged pair is
 # read as surely as a digit); with it 91.6% (0.016). Chosen on the dev seed from 0-0.3.
 PIECE_CONFIDENCE = 0.1
+PAIR_FROM, PAIR_SPAN = 0.6, 2.0  # parts of one group this wide (in digit heights) may be two touching digits
+# The pair reader's log pair_score weighs heavily: a run it is unsure is two digits stays cut (or whole). Chosen on
+# dev seeds 0, 3 and 4 among 4-32: at 4, thin-pen and marker digits were read as two (styles 97.0 / 95.2 / 94.0% ->
+# 96.7 / 94.3 / 92.8%); from 12 they are not, and photos keep their gain (91.6 -> 96.5% on seed 0).
+PAIR_WEIGHT = 12.0
 MIN_DIGIT_PX = 8  # a digit less tall than this, in the decoded image, cannot be read
 LOOSE_GAP = 0.3  # a dot or dash this close to a digit (in digit heights) may be a stroke of it broken off...
 STROKE_LEFT_OUT = 2.0  # ... and a reading that leaves one out loses this log-score when it lies in the top third
@@ -98,6 +107,17 @@ class Piece:
 
 
 @dataclass(frozen=True)
+class PairRun:
+    """Parts of one group that may be two touching digits, read whole by the pair reader."""
+
+    start: int  # nodes, as a Segment's
+    end: int
+    pair: Pair  # (28, 56)
+    box: Box
+    mask: Mask
+
+
+@dataclass(frozen=True)
 class Segment:
     """An edge of the reading graph: the parts between two of its nodes read as one digit."""
 
@@ -108,6 +128,8 @@ class Segment:
     gap: float = 0.0  # ... and the gaps between them, in digit heights
     passed: Ignored | None = None  # a mark beside a digit that this reading leaves out (piece is EMPTY)...
     cost: float = 0.0  # ... and what leaving it out costs
+    pair: int = EMPTY  # two touching digits read whole: the run's row in the pair batch...
+    second: int = EMPTY  # ... and the piece whose box the right one takes (`piece`: the left one's)
 
 
 @dataclass
@@ -120,12 +142,17 @@ class Plan:
     segments: list[Segment]  # ordered by start
     node_cuts: list[float | None]  # the strokes of ink a cut at each node crosses; None: a gap between groups
     ignored: list[Ignored]
+    pairs: list[PairRun] = field(default_factory=list)
     height: float = 1.0  # the digits' median height, in decoded pixels
     scale: float = 1.0  # uploaded pixels per decoded pixel
 
     def batch(self) -> npt.NDArray[np.uint8]:
         """(N, 28, 28) uint8: every piece of every candidate."""
         return np.stack([piece.digit for piece in self.pieces])
+
+    def pair_batch(self) -> npt.NDArray[np.uint8]:
+        """(P, 28, 56) uint8: every run of parts that may be two touching digits."""
+        return np.stack([run.pair for run in self.pairs]) if self.pairs else np.zeros((0, 28, 56), np.uint8)
 
 
 @dataclass(frozen=True)
@@ -136,7 +163,8 @@ class ReadDigit:
     box: Box
     pixels: Digit  # what the model saw, for the activation maps
     row: int  # its row in the plan's batch: the model's other outputs for it (the not-a-digit score)
-    piece_score: float | None = None  # the piece verifier's: one whole digit in the box, when the model has one
+    piece_score: float | None = None  # the piece verifier's: one whole digit in the box, when the model has one...
+    pair: bool = False  # ... or the pair reader's, when this digit was read with its neighbour as two touching digits
 
 
 @dataclass(frozen=True)
@@ -492,6 +520,11 @@ def add_segments(plan: Plan, splits: list[Split], height: float) -> None:
         left, right = extents[start]
         for end in range(start + 1, len(parts) + 1):
             left, right = min(left, extents[end - 1][0]), max(right, extents[end - 1][1])
+            one_group = parts[end - 1][0] is parts[start][0]
+            if end > start + 1 and one_group and PAIR_FROM * height <= right - left <= PAIR_SPAN * height:
+                pair = _pair(parts[start:end], start, end)
+                if pair is not None:
+                    plan.pairs.append(pair)
             if end > start + 1 and right - left > MAX_SPAN * height and not whole_group(parts, start, end):
                 if parts[end - 1][0] is not parts[start][0]:
                     break  # wider still from here on, and no longer within the group it started in
@@ -581,8 +614,32 @@ def _rim(mask: Mask) -> Mask:
     return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))) > 0
 
 
+def _pair(parts: list[tuple[Split, int]], start: int, end: int) -> PairRun | None:
+    """The ink of consecutive parts of one group as two touching digits, or None when they hold no ink."""
+    inked = _ink(parts)
+    if inked is None:
+        return None
+    ink, box = inked
+    try:
+        return PairRun(start, end, pair_of_ink(ink), box, ink > 0)
+    except BlankImage:
+        return None
+
+
 def _piece(parts: list[tuple[Split, int]]) -> Piece | None:
     """The ink of consecutive parts (of one group or of several) as a digit, or None when they hold no ink."""
+    inked = _ink(parts)
+    if inked is None:
+        return None
+    ink, box = inked
+    try:
+        return Piece(digit_of_ink(ink), box, ink > 0)
+    except BlankImage:
+        return None
+
+
+def _ink(parts: list[tuple[Split, int]]) -> tuple[Gray, Box] | None:
+    """The ink of consecutive parts on one canvas cropped to it, and its box in the image; None without ink."""
     runs = [(split, [k for _, k in run]) for split, run in itertools.groupby(parts, key=lambda part: part[0])]
     top = min(split.group.top for split, _ in runs)
     left = min(split.group.left for split, _ in runs)
@@ -598,11 +655,7 @@ def _piece(parts: list[tuple[Split, int]]) -> Piece | None:
     if len(rows) == 0:
         return None
     y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    try:
-        digit = digit_of_ink(canvas[y0:y1, x0:x1])
-    except BlankImage:
-        return None
-    return Piece(digit, (left + x0, top + y0, x1 - x0, y1 - y0), canvas[y0:y1, x0:x1] > 0)
+    return canvas[y0:y1, x0:x1], (left + x0, top + y0, x1 - x0, y1 - y0)
 
 
 def shape_prior(width: int, height: int, digit_height: float) -> float:
@@ -631,16 +684,16 @@ def model_evidence(logits: npt.NDArray[np.float32], piece_scores: npt.NDArray[np
     return evidence.tolist()
 
 
-def best_path(plan: Plan, evidence: list[float]) -> list[Segment]:
+def best_path(plan: Plan, segments: list[Segment], scores: list[float]) -> list[Segment]:
     """The segments of the reading that scores best (dynamic programming over the graph, left to right): the
-    log-probability that every piece is the digit the model says, plus the shape priors, less the cuts and joins."""
+    log-probability that every piece is the digit the model says, plus the shape priors, less the cuts and joins.
+    `segments` are ordered by start, each with its score."""
     last = len(plan.node_cuts) - 1
     best = [-math.inf] * (last + 1)
     best[0] = 0.0
     came: list[Segment | None] = [None] * (last + 1)
-    for segment in plan.segments:  # ordered by start: every way into a node is known before leaving it
-        score = -segment.cost if segment.piece == EMPTY else evidence[segment.piece] + piece_prior(plan, segment.piece)
-        total = best[segment.start] + score - join_cost(segment) - cut_cost(plan.node_cuts[segment.end])
+    for segment, score in zip(segments, scores, strict=True):  # every way into a node is known before leaving it
+        total = best[segment.start] + score - cut_cost(plan.node_cuts[segment.end])
         if total > best[segment.end]:
             best[segment.end], came[segment.end] = total, segment
     chosen, node = [], last
@@ -648,6 +701,39 @@ def best_path(plan: Plan, evidence: list[float]) -> list[Segment]:
         chosen.append(segment)
         node = segment.start
     return chosen[::-1]
+
+
+def segment_score(plan: Plan, segment: Segment, evidence: list[float]) -> float:
+    """A one-digit segment's log-score: the model's evidence and the shape prior, less its joins; a passed mark's
+    cost."""
+    if segment.piece == EMPTY:
+        return -segment.cost
+    return evidence[segment.piece] + piece_prior(plan, segment.piece) - join_cost(segment)
+
+
+def pair_segments(plan: Plan, evidence: list[float], pair_evidence: list[float]) -> list[tuple[Segment, float]]:
+    """Each run the pair reader read, as one segment that reads two digits, and its score: the reader's evidence
+    alone. The run's best cut into two pieces (by the classifier's evidence) only places the two digits' boxes.
+    (Adding half of that cut's own score to the pair's left more touching pairs to the cut: dev photos 95.6% against
+    96.5%; all of it, 91.6%, as without the reader.)"""
+    pieces = {(s.start, s.end): s for s in plan.segments if s.piece != EMPTY and not s.joins}
+    found = []
+    for row, run in enumerate(plan.pairs):
+        cuts = [
+            (pieces[run.start, m], pieces[m, run.end], m)
+            for m in range(run.start + 1, run.end)
+            if (run.start, m) in pieces and (m, run.end) in pieces
+        ]
+        if cuts:
+            left, right, _ = max(cuts, key=lambda cut: two_piece_score(plan, *cut, evidence))
+            found.append((Segment(run.start, run.end, left.piece, pair=row, second=right.piece), pair_evidence[row]))
+    return found
+
+
+def two_piece_score(plan: Plan, left: Segment, right: Segment, middle: int, evidence: list[float]) -> float:
+    """The score of reading two neighbouring pieces, cut apart at node `middle`, as one digit each."""
+    both = segment_score(plan, left, evidence) + segment_score(plan, right, evidence)
+    return both - cut_cost(plan.node_cuts[middle])
 
 
 def cut_cost(crossed: float | None) -> float:
@@ -666,22 +752,50 @@ def piece_prior(plan: Plan, index: int) -> float:
     return shape_prior(width, height, plan.height)
 
 
+@dataclass(frozen=True)
+class PairAnswers:
+    """The pair reader's outputs for a plan's runs: each digit's probabilities, and whether the run is two digits."""
+
+    left: npt.NDArray[np.float32]  # (P, 10)
+    right: npt.NDArray[np.float32]  # (P, 10)
+    score: npt.NDArray[np.float32]  # (P, 1): the probability that the run is two whole digits
+
+    def evidence(self) -> list[float]:
+        """Each run's log-score as two digits, weighed as two pieces' confidences and verifier scores are."""
+        sure = np.log(np.maximum(self.left.max(axis=1), 1e-9)) + np.log(np.maximum(self.right.max(axis=1), 1e-9))
+        return (CONFIDENCE_WEIGHT * sure + PAIR_WEIGHT * np.log(np.maximum(self.score[:, 0], PIECE_FLOOR))).tolist()
+
+
 def resolve(
     plan: Plan,
     probabilities: npt.NDArray[np.float32],
     logits: npt.NDArray[np.float32],
     piece_scores: npt.NDArray[np.float32] | None = None,
+    pairs: PairAnswers | None = None,
 ) -> Reading:
     """The reading along the best path through the plan's graph, left to right, boxes in uploaded pixels.
 
     Pieces are ranked by the model's raw softmax (of `logits`), the scale the shape and cut terms were weighed
     against; the calibrated `probabilities` are what each digit reports. Calibration sharpens the default model
     (T = 0.43), which made it sure of fragments: a 2's tail read as a 7 outscored the whole 2. `piece_scores`, the
-    piece verifier's output when the model has one, adds its evidence and tempers the number's confidence.
+    piece verifier's output when the model has one, adds its evidence and tempers the number's confidence. `pairs`,
+    the pair reader's answers for the plan's runs when the model has one, add edges that read two touching digits.
     """
-    path = best_path(plan, model_evidence(logits, piece_scores))
-    chosen = sorted((s.piece for s in path if s.piece != EMPTY), key=lambda i: _centre(plan.pieces[i]))
-    digits = [_read_digit(plan, i, probabilities[i], piece_scores) for i in chosen]
+    evidence = model_evidence(logits, piece_scores)
+    scored = [(s, segment_score(plan, s, evidence)) for s in plan.segments]
+    if pairs is not None:
+        scored = sorted(scored + pair_segments(plan, evidence, pairs.evidence()), key=lambda found: found[0].start)
+    path = best_path(plan, [s for s, _ in scored], [score for _, score in scored])
+    digits = []
+    for s in path:
+        if s.pair != EMPTY and pairs is not None:
+            score = float(pairs.score[s.pair, 0])
+            digits.append(_read_digit(plan, s.piece, pairs.left[s.pair], score, pair=True))
+            digits.append(_read_digit(plan, s.second, pairs.right[s.pair], score, pair=True))
+        elif s.piece != EMPTY:
+            score = None if piece_scores is None else float(piece_scores[s.piece, 0])
+            digits.append(_read_digit(plan, s.piece, probabilities[s.piece], score))
+    digits.sort(key=lambda d: d.box[0] + d.box[2] / 2)
     if not digits:
         raise NoDigits("Nothing in the image looks like a digit.")
     passed = [s.passed for s in path if s.passed is not None]
@@ -696,18 +810,13 @@ def _left(mark: Ignored) -> int:
     return mark.box[0]
 
 
-def _centre(piece: Piece) -> float:
-    return piece.box[0] + piece.box[2] / 2
-
-
 def _read_digit(
-    plan: Plan, index: int, probabilities: npt.NDArray[np.float32], piece_scores: npt.NDArray[np.float32] | None
+    plan: Plan, index: int, probabilities: npt.NDArray[np.float32], score: float | None, *, pair: bool = False
 ) -> ReadDigit:
     values = probabilities.tolist()
     best = values.index(max(values))
     piece = plan.pieces[index]
-    score = None if piece_scores is None else float(piece_scores[index, 0])
-    return ReadDigit(best, values[best], values, _scaled(piece.box, plan.scale), piece.digit, index, score)
+    return ReadDigit(best, values[best], values, _scaled(piece.box, plan.scale), piece.digit, index, score, pair)
 
 
 def _scaled(box: Box, scale: float) -> Box:

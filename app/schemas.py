@@ -144,8 +144,16 @@ class ReadDigit(BaseModel):
         ge=0,
         le=1,
         description="the piece verifier's score that the box holds one whole digit, not a fragment or two touching "
-        "digits (models with a piece verifier; null for the others)",
+        "digits (models with a piece verifier; null for the others); for a digit read as one of a pair, the pair "
+        "reader's score that the two are two whole digits",
         examples=[0.99],
+    )
+    pair: bool = Field(
+        False,
+        description="read whole with its touching neighbour by the model's pair reader: digit, confidence and "
+        "probabilities are the pair reader's; box, is_digit and activations are those of the piece the best cut "
+        "between the two gives it",
+        examples=[False],
     )
     activations_url: str = Field(
         description="GET it for the activation maps of this digit as the model saw it",

@@ -11,7 +11,8 @@ those bounds the whole-number accuracy that any segmenter reaches on set 1.
 
     python -m benchmarks.read_eval --seed 1 --count 1000      # or: make evaluate-read
 
-Develop on --seed 0 (the dev seed); report on other seeds. Figures go to stdout and, with --json, to a file.
+Develop on --seed 0 (the dev seed); report on other seeds. Figures go to stdout and, with --json, to a file. The
+model's pair reader (pair.onnx) is used when it has one, as /read uses it; --no-pairs reads without it.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ import numpy.typing as npt
 import onnxruntime as ort
 from PIL import Image, ImageDraw, ImageFilter
 
+from app.cards import PAIR_INPUT, PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE
 from app.errors import ServiceError
 from app.preprocess import model_input
-from app.reading import Reading, plan_upload, resolve
+from app.reading import PairAnswers, Reading, plan_upload, resolve
 from training.data import load_split, resolve_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+PAIR_FILE = "pair.onnx"
 PIECE_SCORE = "piece_score"  # the piece verifier's output, used when the model has it (as the service does)
 
 
@@ -185,15 +188,37 @@ def styled_number(images: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8], 
     return Sample(buffer.getvalue(), text, False)
 
 
-def read(sample: Sample, session: ort.InferenceSession) -> Reading | ServiceError:
-    """The number as /read reads it: same planning, one batched model call."""
-    try:
-        plan = plan_upload(sample.image)
-        wanted = [o.name for o in session.get_outputs() if o.name in ("probabilities", "logits", PIECE_SCORE)]
-        outputs = dict(zip(wanted, session.run(wanted, {"image": model_input(plan.batch())}), strict=True))
-        return resolve(plan, outputs["probabilities"], outputs["logits"], outputs.get(PIECE_SCORE))
-    except ServiceError as exc:
-        return exc
+@dataclass(frozen=True)
+class Reader:
+    """A model as /read runs it: its graph and, when the model has one, its pair reader."""
+
+    model: ort.InferenceSession
+    pairs: ort.InferenceSession | None = None
+
+    @classmethod
+    def of(cls, name: str, *, pairs: bool = True) -> Reader:
+        """The model's files under models/; without its pair reader when `pairs` is false (or it has none)."""
+        folder, providers = ROOT / "models" / name, ["CPUExecutionProvider"]
+        pair_file = folder / PAIR_FILE
+        return cls(
+            ort.InferenceSession(str(folder / "model.onnx"), providers=providers),
+            ort.InferenceSession(str(pair_file), providers=providers) if pairs and pair_file.exists() else None,
+        )
+
+    def __call__(self, sample: Sample) -> Reading | ServiceError:
+        """The number as /read reads it: same planning, one batched model call (and one of the pair reader)."""
+        try:
+            plan = plan_upload(sample.image)
+            wanted = [o.name for o in self.model.get_outputs() if o.name in ("probabilities", "logits", PIECE_SCORE)]
+            outputs = dict(zip(wanted, self.model.run(wanted, {"image": model_input(plan.batch())}), strict=True))
+            pairs = None
+            if self.pairs is not None and plan.pairs:
+                names = [PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE]
+                left, right, score = self.pairs.run(names, {PAIR_INPUT: model_input(plan.pair_batch())})
+                pairs = PairAnswers(left, right, score)
+            return resolve(plan, outputs["probabilities"], outputs["logits"], outputs.get(PIECE_SCORE), pairs)
+        except ServiceError as exc:
+            return exc
 
 
 def failure_kind(expected: str, got: Reading | ServiceError) -> str:
@@ -224,7 +249,7 @@ def calibration(confidences: list[float], right: list[bool]) -> dict[str, object
     return {"mean_confidence": float(confidence.mean()), "calibration_error": float(error), "confident": above}
 
 
-def evaluate(samples: list[Sample], session: ort.InferenceSession) -> dict[str, object]:
+def evaluate(samples: list[Sample], read: Reader) -> dict[str, object]:
     right = digits_right = digits_total = 0
     confidences: list[float] = []
     outcomes: list[bool] = []
@@ -232,7 +257,7 @@ def evaluate(samples: list[Sample], session: ort.InferenceSession) -> dict[str, 
     kinds: Counter[str] = Counter()
     examples: list[str] = []
     for sample in samples:
-        got = read(sample, session)
+        got = read(sample)
         text = got.text if isinstance(got, Reading) else ""
         ok = text == sample.text
         right += ok
@@ -265,11 +290,11 @@ def evaluate(samples: list[Sample], session: ort.InferenceSession) -> dict[str, 
     }
 
 
-def ceiling(digits: list[Sample], session: ort.InferenceSession) -> dict[str, float]:
+def ceiling(digits: list[Sample], read: Reader) -> dict[str, float]:
     """Single digits photographed as set 1 photographs numbers, read as /read reads them: what the classifier alone
     gets right under this rendering, and the whole-number accuracy a perfect segmenter would then reach on 2-8
     digits (their count is uniform)."""
-    accuracy = float(np.mean([getattr(read(sample, session), "text", "") == sample.text for sample in digits]))
+    accuracy = float(np.mean([getattr(read(sample), "text", "") == sample.text for sample in digits]))
     return {
         "single_digits": len(digits),
         "single_digit_accuracy": accuracy,
@@ -282,11 +307,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="generator seed (0 is the dev seed; report on others)")
     parser.add_argument("--count", type=int, default=1000, help="numbers in the photos set (styles gets a third)")
     parser.add_argument("--model", default="cnn", help="model under models/ to read with")
+    parser.add_argument("--no-pairs", action="store_true", help="read without the model's pair reader (pair.onnx)")
     parser.add_argument("--data-dir", default=None, help="MNIST directory (default $MNIST_DIR or ./data/mnist)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args()
     test, _ = load_split(resolve_data_dir(args.data_dir), "t10k", verify=False)  # test digits only
-    session = ort.InferenceSession(str(ROOT / "models" / args.model / "model.onnx"), providers=["CPUExecutionProvider"])
+    read = Reader.of(args.model, pairs=not args.no_pairs)
     photos_rng, styles_rng = np.random.default_rng([args.seed, 1]), np.random.default_rng([args.seed, 2])
     single_rng = np.random.default_rng([args.seed, 3])
     started = time.perf_counter()
@@ -296,8 +322,9 @@ def main() -> None:
     results = {
         "seed": args.seed,
         "model": args.model,
-        "photos": evaluate(photos, session) | ceiling(singles, session),
-        "styles": evaluate(styles, session),
+        "pair_reader": read.pairs is not None,
+        "photos": evaluate(photos, read) | ceiling(singles, read),
+        "styles": evaluate(styles, read),
     }
     results["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(results, indent=2))

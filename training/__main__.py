@@ -15,6 +15,7 @@ EXAMPLES = f"""examples:
   python -m training train --model cnn --resume          # re-export the last checkpoint
   python -m training calibrate --model all --data-dir ../shared/data/mnist   # no retraining
   python -m training verify-pieces --model cnn --data-dir ../shared/data/mnist   # /read's piece_score
+  python -m training read-pairs --model cnn --data-dir ../shared/data/mnist   # /read's pair.onnx
   python -m training evaluate --data-dir ../shared/data/mnist
   python -m training export-explain --data-dir ../shared/data/mnist   # explain.onnx for every model
   python -m training nondigits --out build/nondigits        # look at the evaluation non-digits
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _data_options(verify)
     verify.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="cnn", help="which model (default cnn)")
+
+    pairs = commands.add_parser(
+        "read-pairs", help="(re)train a model's pair reader for /read (pair.onnx, touching digits); model untouched"
+    )
+    _data_options(pairs)
+    pairs.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="cnn", help="which model (default cnn)")
 
     evaluate = commands.add_parser("evaluate", help="measure the ONNX models in the models directory")
     _data_options(evaluate)
@@ -133,6 +140,21 @@ def run_verify_pieces(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_read_pairs(args: argparse.Namespace) -> int:
+    from training.pair_reader import export_pair_reader
+
+    data = _load(args)
+    for name in _names(args.model):
+        card = export_pair_reader(args.models_dir / name, data)
+        assert card.pair_reader is not None
+        rates = card.pair_reader.validation
+        print(
+            f"{name}: pair reader: validation pairs read {rates.pairs_read:.2%}, kept {rates.pairs_kept:.2%};"
+            f" other runs caught {rates.others_caught:.2%}"
+        )
+    return 0
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from app.cards import read_card
     from training.evaluate import evaluate
@@ -204,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": run_train,
         "calibrate": run_calibrate,
         "verify-pieces": run_verify_pieces,
+        "read-pairs": run_read_pairs,
         "evaluate": run_evaluate,
         "export-explain": run_export_explain,
         "nondigits": run_nondigits,

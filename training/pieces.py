@@ -16,6 +16,7 @@ through its bar as a 7: the pieces /read weighs are rarely so tidy.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ from PIL import Image, ImageFilter
 
 from app.errors import ServiceError
 from app.preprocess import Gray
-from app.reading import Mask, Piece, plan_reading
+from app.reading import Mask, Piece, Plan, plan_reading
 
 Rng = np.random.Generator
 Images = npt.NDArray[np.uint8]
@@ -81,14 +82,15 @@ def restroked(rng: Rng, ink: Gray) -> Gray:
     return thin if thin.max() > INK else ink  # an eroded hairline that vanished stays as it was
 
 
-def written_line(rng: Rng, images: Images, labels: npt.NDArray[np.uint8]) -> Line:
-    """2-4 random digits side by side at one height and slant, baselines jittered, most gaps touching."""
+def written_line(rng: Rng, images: Images, labels: npt.NDArray[np.uint8], touching: float = TOUCHING) -> Line:
+    """2-4 random digits side by side at one height and slant, baselines jittered, a share `touching` of the gaps
+    touching."""
     picks = rng.integers(0, len(images), int(rng.integers(2, 5)))
     height, slant = int(rng.integers(28, 90)), float(rng.uniform(-0.25, 0.25))
     glyphs = [restroked(rng, glyph(images[i], max(12, round(height * rng.uniform(0.85, 1.15))), slant)) for i in picks]
     gaps = [
         touching_gap(a, b) - int(rng.integers(0, max(1, height // 8)))
-        if rng.random() < TOUCHING
+        if rng.random() < touching
         else round(height * rng.uniform(0.03, 0.4))
         for a, b in itertools.pairwise(glyphs)
     ]
@@ -126,17 +128,25 @@ def piece_label(piece: Piece, line: Line) -> int | None:
     return None
 
 
+def planned_lines(
+    images: Images, labels: npt.NDArray[np.uint8], lines: int, seed: int, touching: float = TOUCHING
+) -> Iterator[tuple[Line, Plan]]:
+    """`lines` written lines of the given digits, each with the plan /read makes of it; a line /read would refuse
+    (too faint once eroded) is skipped: nothing to learn from."""
+    rng = np.random.default_rng(seed)
+    for _ in range(lines):
+        line = written_line(rng, images, labels, touching)
+        try:
+            yield line, plan_reading(line.ink)
+        except ServiceError:
+            continue
+
+
 def labelled_pieces(images: Images, labels: npt.NDArray[np.uint8], lines: int, seed: int) -> tuple[Images, Labels]:
     """The pieces /read's segmenter cuts from `lines` written lines of the given digits, (N, 28, 28) as /read
     prepares them, and their labels (0-9, or NOT_ONE_DIGIT)."""
-    rng = np.random.default_rng(seed)
     pieces, kinds = [], []
-    for _ in range(lines):
-        line = written_line(rng, images, labels)
-        try:
-            plan = plan_reading(line.ink)
-        except ServiceError:  # a line /read would refuse (too faint once eroded): nothing to learn from
-            continue
+    for line, plan in planned_lines(images, labels, lines, seed):
         for piece in plan.pieces:
             label = piece_label(piece, line)
             if label is not None:

@@ -24,6 +24,7 @@ from app.cards import (
     Manifest,
     ManifestEntry,
     ModelCard,
+    PairReader,
     TensorSpec,
     read_card,
     write_json,
@@ -174,12 +175,25 @@ def publish(name: str, trained: Trained, data: Mnist, models_dir: Path) -> Model
         data_checksums=data.checksums,
         library_versions=library_versions(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
+        pair_reader=kept_pair_reader(folder),
     )
     write_json(folder / CARD_FILE, card)
     relative = [str(f.relative_to(folder)) for f in figures]
     (folder / "card.md").write_text(report.card_markdown(card, relative))
     update_manifest(models_dir, name)
     return card
+
+
+def kept_pair_reader(folder: Path) -> PairReader | None:
+    """The folder's pair reader, while its file is the one its card names: it reads the ink, not the model's
+    outputs, so a retrained model keeps it."""
+    path = folder / CARD_FILE
+    previous = ModelCard.model_validate_json(path.read_text()).pair_reader if path.is_file() else None
+    if previous is None or not (folder / previous.file).is_file():
+        return None
+    return (
+        previous if hashlib.sha256((folder / previous.file).read_bytes()).hexdigest() == previous.file_sha256 else None
+    )
 
 
 def rewrite_model(folder: Path, card: ModelCard, proto: onnx.ModelProto) -> ModelCard:

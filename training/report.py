@@ -298,4 +298,21 @@ def _trust_lines(card: ModelCard) -> list[str]:
             f" | {v.validation.others_caught:.2%} |",
             "",
         ]
+    if card.pair_reader:
+        p, t, v = card.pair_reader, card.pair_reader.training, card.pair_reader.validation
+        lines += [
+            "## Pair reader (/read)",
+            "",
+            f"`{p.file}` ({p.file_bytes:,} bytes, {p.parameters:,} parameters, sha256 `{p.file_sha256[:16]}...`), a"
+            " network of its own beside the model: /read offers it each run of parts of a touching group that may be"
+            " two digits, and a reading may take both digits from it instead of cutting the run apart. Network:"
+            f" {p.network}. Trained on {t['runs']:,} runs ({t['pairs']:,} of them two whole digits) that /read's"
+            f" segmenter cut from {t['lines']:,} written lines of MNIST training digits.",
+            "",
+            "| validation runs (from lines of MNIST validation digits) | runs | read right | right side of 0.5 |",
+            "| --- | --- | --- | --- |",
+            f"| two whole digits | {v.pairs:,} | {v.pairs_read:.2%} | {v.pairs_kept:.2%} |",
+            f"| one digit, three, a digit and a fragment | {v.others:,} | | {v.others_caught:.2%} |",
+            "",
+        ]
     return lines

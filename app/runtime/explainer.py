@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.cards import INPUT_GRADIENT, INPUT_NAME, TARGET, TARGET_LOGIT, ModelCard
-from app.runtime.session import ModelLoadError, open_session
+from app.runtime.session import ModelLoadError, open_companion
 
 log = logging.getLogger(__name__)
 WARM_UP_BATCH = 34  # integrated gradients' default: 32 steps, the image and the baseline
@@ -26,12 +25,7 @@ def open_explainer(
         return None
     path = folder / card.explain.file
     try:
-        if hashlib.sha256(path.read_bytes()).hexdigest() != card.explain.file_sha256:
-            raise ModelLoadError(f"{path} does not match the checksum in its card")
-        session = open_session(path, providers, options)
-        names = {o.name for o in session.get_outputs()}
-        if not {TARGET_LOGIT, INPUT_GRADIENT} <= names:
-            raise ModelLoadError(f"{path} lacks the outputs {TARGET_LOGIT} and {INPUT_GRADIENT}")
+        session = open_companion(path, card.explain.file_sha256, {TARGET_LOGIT, INPUT_GRADIENT}, providers, options)
         images = np.zeros((WARM_UP_BATCH, 28, 28, 1), dtype=np.float32)
         session.run(None, {INPUT_NAME: images, TARGET: np.zeros(WARM_UP_BATCH, dtype=np.int64)})
     except (OSError, ModelLoadError) as exc:

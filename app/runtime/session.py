@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +60,20 @@ def open_session(path: Path, providers: Sequence[str], options: ort.SessionOptio
     actual = session.get_providers()
     if CUDA in providers and CUDA not in actual:
         log.warning("%s: CUDA was requested but onnxruntime fell back to %s", path.name, actual)
+    return session
+
+
+def open_companion(
+    path: Path, sha256: str, outputs: set[str], providers: Sequence[str], options: ort.SessionOptions
+) -> ort.InferenceSession:
+    """A session on a file beside a model (explain.onnx, pair.onnx) whose checksum matches its card's and whose graph
+    has the outputs the service reads."""
+    if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        raise ModelLoadError(f"{path} does not match the checksum in its card")
+    session = open_session(path, providers, options)
+    missing = outputs - {o.name for o in session.get_outputs()}
+    if missing:
+        raise ModelLoadError(f"{path} lacks the outputs {', '.join(sorted(missing))}")
     return session
 
 

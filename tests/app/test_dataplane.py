@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from app.admission import Budget, DecodePool
+from app.cards import PAIR_INPUT
 from app.dataplane import (
     CONCURRENT_EXPLANATIONS,
     NOT_A_DIGIT,
@@ -305,11 +306,13 @@ def test_tensors_without_named_outputs_get_every_output_of_the_card(dataplane: D
         run(dataplane.infer_tensors(model="lenet", version="7", inputs=[image], outputs=None))
 
 
-def number_of(mnist: Mnist, indices: list[int], *, cell: int = 40) -> bytes:
-    """The digits side by side, dark ink on white paper, each in a cell of `cell` px, as a PNG."""
-    row = np.zeros((cell, cell * len(indices)), np.uint8)
+def number_of(mnist: Mnist, indices: list[int], *, step: int = 40) -> bytes:
+    """The digits side by side, `step` px apart (closer than 28: their ink joins), dark ink on white paper, as a
+    PNG."""
+    row = np.zeros((40, step * (len(indices) - 1) + 40), np.uint8)
     for k, index in enumerate(indices):
-        row[6:34, k * cell + 6 : k * cell + 34] = mnist.test.images[index]
+        field = row[6:34, k * step + 6 : k * step + 34]
+        np.maximum(field, mnist.test.images[index], out=field)
     return encode(255 - row)
 
 
@@ -588,3 +591,33 @@ def test_a_cancelled_explanation_leaves_its_thread_at_once(
         assert run(cancelled())
     finally:
         work.release.set()
+
+
+class SurePairReader:
+    """A stand-in pair.onnx: every run is surely the pair "97"; counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, ...]] = []
+
+    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        runs = feed[PAIR_INPUT]
+        self.calls.append(runs.shape)
+        left, right = np.full((len(runs), 10), 0.001, np.float32), np.full((len(runs), 10), 0.001, np.float32)
+        left[:, 9], right[:, 7] = 0.991, 0.991
+        outputs = {"left": left, "right": right, "pair_score": np.full((len(runs), 1), 0.99, np.float32)}
+        return [outputs[name] for name in names]
+
+
+def test_touching_digits_go_to_the_models_pair_reader_in_one_call(
+    dataplane: DataPlane, mnist_sample: Mnist, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded, reader = dataplane.model("cnn"), SurePairReader()
+    monkeypatch.setattr(loaded, "open_pair_reader", None)
+    monkeypatch.setattr(loaded, "_pair_reader", reader)
+    touching = number_of(mnist_sample, [3, 4], step=16)  # a 0 and a 4 whose ink joins
+    reading = run(dataplane.read_number(touching, model="cnn", base_url=BASE))
+    assert reading.text == "97"
+    assert [d.pair for d in reading.digits] == [True, True]
+    assert [d.piece_score for d in reading.digits] == [pytest.approx(0.99)] * 2
+    assert len(reader.calls) == 1
+    assert reader.calls[0][1:] == (28, 56, 1)

@@ -27,6 +27,7 @@ from app.preprocess import (
     model_input,
     normalise_polarity,
     open_image,
+    pair_of_ink,
     place_in_field,
     preprocess,
     stroke_width,
@@ -375,3 +376,24 @@ def test_only_28x28_grey_images_are_taken_as_they_are() -> None:
     np.testing.assert_array_equal(mnist_layout_pixels(Image.fromarray(pixels)), pixels)
     assert mnist_layout_pixels(Image.fromarray(np.pad(pixels, ((0, 2), (0, 0))))) is None  # 28 wide, 30 high
     assert mnist_layout_pixels(Image.fromarray(pixels).convert("RGB")) is None
+
+
+@pytest.mark.parametrize(("height", "width", "fitted"), [(40, 60, (20, 30)), (30, 150, (10, 52)), (80, 40, (20, 10))])
+def test_a_pair_is_fitted_20_px_high_at_most_52_wide_and_centred(height: int, width: int, fitted: tuple) -> None:
+    ink = np.ones((height, width), np.float32)  # solid: no stroke to thicken
+    pair = pair_of_ink(np.pad(ink, 5))
+    assert pair.shape == (28, 56)
+    assert pair.dtype == np.uint8
+    rows, cols = np.flatnonzero(pair.any(axis=1)), np.flatnonzero(pair.any(axis=0))
+    assert (len(rows), len(cols)) == fitted
+    assert (rows[0], cols[0]) == ((28 - fitted[0]) // 2, (56 - fitted[1]) // 2)
+
+
+def test_a_thin_pair_is_thickened_as_a_digit_of_its_height_and_a_blank_one_refused() -> None:
+    ink = np.zeros((100, 151), np.float32)
+    ink[:, [0, 75, 150]] = 1.0  # 1-px strokes, 100 px tall: 20 px high once fitted, the middle one ~2.5 px wide
+    row = pair_of_ink(ink)[14].astype(np.float32) / 255
+    middle = row[20:36]  # the field's middle columns: the middle stroke alone
+    assert 1.8 <= middle.sum() <= 3.0
+    with pytest.raises(errors.BlankImage):
+        pair_of_ink(np.full((30, 60), 0.01, np.float32))

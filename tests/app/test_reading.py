@@ -15,6 +15,7 @@ from app.reading import (
     PIECE_CONFIDENCE,
     PIECE_FLOOR,
     PIECE_WEIGHT,
+    PairAnswers,
     Reading,
     flatten_background,
     label_components,
@@ -47,11 +48,29 @@ def row_of(digits: list[npt.NDArray[np.float32]], lefts: list[int], tops: list[i
     return ink
 
 
-def read(ink: np.ndarray, cnn: ort.InferenceSession, *, verified: bool = True) -> Reading:
-    """As the service reads: with the piece verifier's `piece_score` when `verified` (the bundled cnn has it)."""
+@pytest.fixture(scope="module")
+def pair_reader() -> ort.InferenceSession:
+    return ort.InferenceSession(str(MODELS_DIR / "cnn" / "pair.onnx"), providers=["CPUExecutionProvider"])
+
+
+def touching_zero_four(mnist_sample: Mnist, closer: int) -> npt.NDArray[np.float32]:
+    """A 0 and a 4 written so close that their ink joins, then `closer` px closer still."""
+    zero, four = enlarged(mnist_sample.test.images[3]), enlarged(mnist_sample.test.images[4])
+    offset = next(o for o in range(84, 0, -1) if label_components(row_of([zero, four], [20, 20 + o]) > 0.2)[1] == 1)
+    return row_of([zero, four], [20, 20 + offset - closer])
+
+
+def read(
+    ink: np.ndarray, cnn: ort.InferenceSession, *, verified: bool = True, pairs: ort.InferenceSession | None = None
+) -> Reading:
+    """As the service reads: with the piece verifier's `piece_score` when `verified` (the bundled cnn has it), and
+    the pair reader's answers when given."""
     plan = plan_reading(ink)
     names = ["probabilities", "logits", "piece_score"] if verified else ["probabilities", "logits"]
-    return resolve(plan, *cnn.run(names, {"image": model_input(plan.batch())}))
+    answers = None
+    if pairs is not None and plan.pairs:
+        answers = PairAnswers(*pairs.run(["left", "right", "pair_score"], {"pair": model_input(plan.pair_batch())}))
+    return resolve(plan, *cnn.run(names, {"image": model_input(plan.batch())}), answers)
 
 
 def test_the_piece_verifier_weighs_in_when_given() -> None:
@@ -148,12 +167,41 @@ def test_thick_marker_strokes_keep_their_ink(mnist_sample: Mnist) -> None:
 def test_touching_digits_are_split(mnist_sample: Mnist, cnn: ort.InferenceSession, verified: bool) -> None:
     """A 0 and a 4 written so close that their ink joins are cut apart where the classifier is surest; a model
     without a piece verifier (any but cnn) reads them too."""
-    zero, four = enlarged(mnist_sample.test.images[3]), enlarged(mnist_sample.test.images[4])
-    offset = next(o for o in range(84, 0, -1) if label_components(row_of([zero, four], [20, 20 + o]) > 0.2)[1] == 1)
-    ink = row_of([zero, four], [20, 20 + offset - 2])  # their ink just joined, then 2 px closer
-    reading = read(ink, cnn, verified=verified)
+    reading = read(touching_zero_four(mnist_sample, closer=2), cnn, verified=verified)
     assert reading.text == "04"
     assert reading.digits[0].box[0] < reading.digits[1].box[0]
+
+
+def test_touching_digits_are_read_with_the_pair_reader(
+    mnist_sample: Mnist, cnn: ort.InferenceSession, pair_reader: ort.InferenceSession
+) -> None:
+    reading = read(touching_zero_four(mnist_sample, closer=2), cnn, pairs=pair_reader)
+    assert reading.text == "04"
+    assert reading.digits[0].box[0] < reading.digits[1].box[0]
+
+
+@pytest.mark.parametrize(("score", "text"), [(0.99, "97"), (1e-6, "04")], ids=["a_sure_pair", "not_a_pair"])
+def test_a_reading_takes_both_digits_from_the_pair_reader_when_it_is_surer(
+    mnist_sample: Mnist, cnn: ort.InferenceSession, score: float, text: str
+) -> None:
+    """Stand-in answers for every run: "97" surely (the cut reads "04"), or not a pair at all. The pair's digits
+    take the boxes of the two pieces the best cut of the run makes, and the pair's probabilities."""
+    plan = plan_reading(touching_zero_four(mnist_sample, closer=4))
+    runs = len(plan.pairs)
+    assert runs >= 1
+    left, right = np.full((runs, 10), 0.001, np.float32), np.full((runs, 10), 0.001, np.float32)
+    left[:, 9], right[:, 7] = 0.991, 0.991
+    answers = PairAnswers(left, right, np.full((runs, 1), score, np.float32))
+    names = ["probabilities", "logits", "piece_score"]
+    reading = resolve(plan, *cnn.run(names, {"image": model_input(plan.batch())}), answers)
+    assert reading.text == text
+    first, second = reading.digits
+    assert first.box[0] < second.box[0]
+    assert first.box[0] + first.box[2] <= second.box[0] + second.box[2]
+    if text == "97":
+        assert first.probabilities == pytest.approx(left[0].tolist())
+        assert first.confidence == pytest.approx(0.991)
+        assert first.piece_score == pytest.approx(score)
 
 
 def test_an_underline_and_a_decimal_point_are_ignored(mnist_sample: Mnist, cnn: ort.InferenceSession) -> None:

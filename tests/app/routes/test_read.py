@@ -37,7 +37,8 @@ def test_read_multipart(client: TestClient, mnist_sample: Mnist) -> None:
     assert body["ignored"] == []
     for k, digit in enumerate(body["digits"]):
         assert set(digit) == {
-            "digit", "confidence", "is_digit", "digit_score", "box", "probabilities", "piece_score", "activations_url"
+            "digit", "confidence", "is_digit", "digit_score", "box", "probabilities", "piece_score", "pair",
+            "activations_url",
         }  # fmt: skip
         assert digit["confidence"] == max(digit["probabilities"])
         assert digit["is_digit"] is True

@@ -1,0 +1,35 @@
+"""pair.onnx, /read's reader of two touching digits: opened next to the model's session, from its card."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from app.cards import PAIR_INPUT, PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE, ModelCard
+from app.runtime.session import ModelLoadError, open_companion
+
+log = logging.getLogger(__name__)
+WARM_UP_BATCH = 8  # runs of a few touching groups
+
+
+def open_pair_reader(
+    folder: Path, card: ModelCard, providers: Sequence[str], options: ort.SessionOptions
+) -> ort.InferenceSession | None:
+    """The card's pair.onnx, checked and warmed up; None when the card names none or it cannot be used (logged:
+    /read still reads, cutting touching digits apart)."""
+    if card.pair_reader is None:
+        return None
+    path = folder / card.pair_reader.file
+    try:
+        session = open_companion(
+            path, card.pair_reader.file_sha256, {PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE}, providers, options
+        )
+        session.run(None, {PAIR_INPUT: np.zeros((WARM_UP_BATCH, 28, 56, 1), dtype=np.float32)})
+    except (OSError, ModelLoadError) as exc:
+        log.error("model %s: /read reads without its pair reader: %s", card.name, str(exc).splitlines()[0])
+        return None
+    return session

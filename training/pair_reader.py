@@ -1,0 +1,185 @@
+"""The pair reader: /read's reader of two touching digits, a small network of its own in pair.onnx.
+
+/read cuts touching digits apart at the column-projection minima, and where two digits touch along a stroke no cut
+parts them cleanly: a digit separated perfectly is read 99.3% right, one cut from its neighbour far less often. The
+pair reader reads a run of the segmenter's parts whole, as two digits, as a reader of touching pairs does: two heads
+(the left digit, the right digit) and a third, the probability that the run is two whole digits at all. It learns
+from the runs the segmenter really offers (training.pairs). It is a file of its own, beside model.onnx: ONNX Runtime
+runs every node of a graph whichever outputs are asked for, and /predict must not pay for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import keras
+import numpy as np
+import onnx
+import onnxruntime as ort
+import tensorflow as tf
+import tf2onnx
+from keras import layers
+
+from app.cards import PAIR_INPUT, PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE, ModelCard, PairRates, PairReader, read_card
+from training import export, pairs, report
+from training.data import Mnist
+
+PAIR_FILE = "pair.onnx"
+LINES = 24_000  # written lines of training digits: ~200,000 runs, a sixth of them two whole digits
+CHUNK = 12_000  # lines per generating process, each with its own seed
+VALIDATION_LINES = 1_000  # lines of validation digits, to judge it
+DIGITS_PER_LINE = 2  # at most one line per this many digits of a split: a small set (the repo's sample) gets few
+EPOCHS = 8
+BATCH = 128
+SEED = 0
+VALIDATION_SEED = 101
+PARITY = 1e-4  # the ONNX graph's largest difference from TensorFlow's outputs
+LAYERS = "conv 24 -> pool -> conv 48 x2 -> pool -> conv 64 -> pool -> dense 192 -> dropout 0.3 -> heads 10, 10, 1"
+
+
+def build_reader() -> keras.Model:
+    """(N, 28, 56, 1) -> left digit logits (10), right digit logits (10), pair logit (1)."""
+    image = keras.Input((28, 56, 1), name=PAIR_INPUT)
+    x = image
+    for filters, convolutions in ((24, 1), (48, 2), (64, 1)):
+        for _ in range(convolutions):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.ReLU()(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(192, activation="relu")(x)
+    x = layers.Dropout(0.3)(x)
+    return keras.Model(
+        image,
+        [
+            layers.Dense(10, name=PAIR_LEFT)(x),
+            layers.Dense(10, name=PAIR_RIGHT)(x),
+            layers.Dense(1, name=PAIR_SCORE)(x),
+        ],
+    )
+
+
+def train_reader(images: np.ndarray, labels: np.ndarray, epochs: int = EPOCHS, seed: int = SEED) -> keras.Model:
+    """Cross-entropy of each digit on the pairs only, and of the pair score on every run; Adam, cosine schedule,
+    shifts of a few pixels."""
+    keras.utils.set_random_seed(seed)
+    model = build_reader()
+    is_pair = (labels[:, 0] >= 0).astype(np.float32)
+    digits = np.maximum(labels, 0)
+    schedule = keras.optimizers.schedules.CosineDecay(2e-3, epochs * -(-len(labels) // BATCH))
+    model.compile(
+        keras.optimizers.Adam(schedule),
+        loss=[
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            keras.losses.BinaryCrossentropy(from_logits=True),
+        ],
+    )
+    x = images[..., None].astype(np.float32) / 255
+    weights = [is_pair, is_pair, np.ones_like(is_pair)]
+    model.fit(
+        x, [digits[:, 0], digits[:, 1], is_pair], sample_weight=weights, batch_size=BATCH, epochs=epochs, verbose=2
+    )
+    return model
+
+
+def reader_graph(model: keras.Model) -> tuple[onnx.ModelProto, Callable[[np.ndarray], dict[str, np.ndarray]]]:
+    """The trained reader as an ONNX graph (probabilities out), and the TensorFlow function it must match."""
+    signature = [tf.TensorSpec([None, 28, 56, 1], tf.float32, name=PAIR_INPUT)]
+
+    @tf.function(input_signature=signature)
+    def read(pair: tf.Tensor) -> dict[str, tf.Tensor]:
+        left, right, score = model(pair, training=False)
+        return {PAIR_LEFT: tf.nn.softmax(left), PAIR_RIGHT: tf.nn.softmax(right), PAIR_SCORE: tf.sigmoid(score)}
+
+    proto, _ = tf2onnx.convert.from_function(read, input_signature=signature, opset=export.OPSET)
+    return proto, lambda x: {k: v.numpy() for k, v in read(tf.constant(x)).items()}
+
+
+def rates(outputs: dict[str, np.ndarray], labels: np.ndarray) -> PairRates:
+    """On labelled runs: how many pairs are read right (both digits) and kept (score >= 0.5), how many others are
+    caught (score < 0.5)."""
+    pair = labels[:, 0] >= 0
+    both = (outputs[PAIR_LEFT].argmax(1) == labels[:, 0]) & (outputs[PAIR_RIGHT].argmax(1) == labels[:, 1])
+    score = outputs[PAIR_SCORE][:, 0]
+    return PairRates(
+        pairs=int(pair.sum()),
+        pairs_read=round(float(both[pair].mean()), 5),
+        pairs_kept=round(float((score[pair] >= 0.5).mean()), 5),
+        others=int((~pair).sum()),
+        others_caught=round(float((score[~pair] < 0.5).mean()), 5),
+    )
+
+
+def labelled_runs(images: np.ndarray, labels: np.ndarray, lines: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """training.pairs' runs of `lines` lines, cut CHUNK lines at a time in parallel processes (seeds seed, seed + 1,
+    ...): the same runs whatever the machine's cores."""
+    chunks = [(seed + i, min(CHUNK, lines - start)) for i, start in enumerate(range(0, lines, CHUNK))]
+    with ProcessPoolExecutor(mp_context=multiprocessing.get_context("spawn")) as pool:  # TensorFlow is loaded: no fork
+        parts = list(pool.map(pairs.labelled_pairs, *zip(*[(images, labels, n, s) for s, n in chunks], strict=True)))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def read_runs(session: ort.InferenceSession, runs: np.ndarray) -> dict[str, np.ndarray]:
+    names = [PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE]
+    values = session.run(names, {PAIR_INPUT: runs[..., None].astype(np.float32) / 255})
+    return dict(zip(names, values, strict=True))
+
+
+def export_pair_reader(
+    folder: Path,
+    data: Mnist,
+    lines: int = LINES,
+    validation_lines: int = VALIDATION_LINES,
+    epochs: int = EPOCHS,
+    log: Callable[[str], None] = print,
+) -> ModelCard:
+    """Train the pair reader on runs cut from lines of training digits, write folder/pair.onnx (its outputs checked
+    against TensorFlow's) and record it, with its rates on runs of validation digits, in the card."""
+    card = read_card(folder)
+    started = time.perf_counter()
+    lines = min(lines, len(data.train.images) // DIGITS_PER_LINE)
+    validation_lines = min(validation_lines, len(data.validation.images) // DIGITS_PER_LINE)
+    runs, labels = labelled_runs(data.train.images, data.train.labels, lines, SEED)
+    val_runs, val_labels = labelled_runs(
+        data.validation.images, data.validation.labels, validation_lines, VALIDATION_SEED
+    )
+    two, seconds = int((labels[:, 0] >= 0).sum()), time.perf_counter() - started
+    log(f"{card.name}: {len(labels):,} runs ({two:,} pairs) from {lines:,} lines in {seconds:.0f} s")
+    model = train_reader(runs, labels, epochs=epochs)
+    proto, reference = reader_graph(model)
+    content = proto.SerializeToString()
+    outputs = read_runs(ort.InferenceSession(content, providers=["CPUExecutionProvider"]), val_runs)
+    expected = reference(val_runs[:1000, ..., None].astype(np.float32) / 255)
+    parity = max(float(np.abs(outputs[name][:1000] - expected[name]).max()) for name in expected)
+    if parity > PARITY:
+        raise RuntimeError(f"pair.onnx differs from TensorFlow's reader by {parity:.2g}")
+    (folder / PAIR_FILE).write_bytes(content)
+    record = PairReader(
+        file=PAIR_FILE,
+        file_sha256=hashlib.sha256(content).hexdigest(),
+        file_bytes=len(content),
+        parameters=int(model.count_params()),
+        network=f"{LAYERS}; input (N, 28, 56, 1); left and right: softmax, pair_score: sigmoid; Keras, Adam",
+        training={
+            "lines": lines,
+            "runs": len(labels),
+            "pairs": two,
+            "epochs": epochs,
+            "source": "MNIST training digits in written lines, most gaps touching, cut by app.reading"
+            " (training/pairs.py)",
+            "seed": SEED,
+            "seconds": round(time.perf_counter() - started),
+            "parity_max_abs_diff": parity,
+        },
+        validation=rates(outputs, val_labels),
+    )
+    updated = card.model_copy(update={"pair_reader": record})
+    report.write_card(folder, updated)
+    return updated
