@@ -6,6 +6,9 @@ pair reader reads a run of the segmenter's parts whole, as two digits, as a read
 (the left digit, the right digit) and a third, the probability that the run is two whole digits at all. It learns
 from the runs the segmenter really offers (training.pairs). It is a file of its own, beside model.onnx: ONNX Runtime
 runs every node of a graph whichever outputs are asked for, and /predict must not pay for it.
+
+History (dev seed 0 of benchmarks.read_eval): 5 epochs read 93.8% of the pairs of 1,500 validation lines right and
+took photos from 91.6% to 96.5%; 8 epochs on the same runs read 94.8% (of 1,000 lines).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ PAIR_FILE = "pair.onnx"
 LINES = 24_000  # written lines of training digits: ~200,000 runs, a sixth of them two whole digits
 CHUNK = 12_000  # lines per generating process, each with its own seed
 VALIDATION_LINES = 1_000  # lines of validation digits, to judge it
-DIGITS_PER_LINE = 2  # at most one line per this many digits of a split: a small set (the repo's sample) gets few
+DIGITS_PER_LINE = 2  # at most one line per this many digits of a split (each line draws 2-4 at random, restroked)
 EPOCHS = 8
 BATCH = 128
 SEED = 0
@@ -66,8 +69,8 @@ def build_reader() -> keras.Model:
 
 
 def train_reader(images: np.ndarray, labels: np.ndarray, epochs: int = EPOCHS, seed: int = SEED) -> keras.Model:
-    """Cross-entropy of each digit on the pairs only, and of the pair score on every run; Adam, cosine schedule,
-    shifts of a few pixels."""
+    """Cross-entropy of each digit on the pairs only, and of the pair score on every run; Adam on a cosine schedule.
+    No augmentation: the lines already vary height, slant, stroke, spacing and blur."""
     keras.utils.set_random_seed(seed)
     model = build_reader()
     is_pair = (labels[:, 0] >= 0).astype(np.float32)
