@@ -24,12 +24,12 @@ import numpy.typing as npt
 from PIL import Image
 
 from app.admission import DecodePool
-from app.cards import PAIR_INPUT, PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE
 from app.errors import NoDigits, ServiceError, UnknownModel
 from app.explain import Explanation, Forward, Options, check_target, explain_images, offered_methods, resolve_method
 from app.preprocess import Digit, Limits, decoded_pixels, mnist_png_pixels, model_input, open_image, preprocess
 from app.reading import PairAnswers, Plan, Reading, plan_upload, resolve
 from app.runtime.batcher import Outputs
+from app.runtime.pair_reader import read_runs
 from app.runtime.registry import LoadedModel, Registry
 from app.schemas import (
     Activations,
@@ -167,9 +167,7 @@ async def read_pairs(loaded: LoadedModel, plan: Plan) -> PairAnswers | None:
     reader = await anyio.to_thread.run_sync(lambda: loaded.pair_reader)  # opened at the first /read
     if reader is None:
         return None
-    feed = {PAIR_INPUT: model_input(plan.pair_batch())}
-    left, right, score = await anyio.to_thread.run_sync(reader.run, [PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE], feed)
-    return PairAnswers(left, right, score)
+    return await anyio.to_thread.run_sync(read_runs, reader, plan.pair_batch())
 
 
 def file_error(error: ServiceError) -> ErrorBody:

@@ -151,8 +151,8 @@ class Plan:
         return np.stack([piece.digit for piece in self.pieces])
 
     def pair_batch(self) -> npt.NDArray[np.uint8]:
-        """(P, 28, 56) uint8: every run of parts that may be two touching digits."""
-        return np.stack([run.pair for run in self.pairs]) if self.pairs else np.zeros((0, 28, 56), np.uint8)
+        """(P, 28, 56) uint8: every run of parts that may be two touching digits (P > 0)."""
+        return np.stack([run.pair for run in self.pairs])
 
 
 @dataclass(frozen=True)
@@ -526,7 +526,7 @@ def add_segments(plan: Plan, splits: list[Split], height: float) -> None:
                 if pair is not None:
                     plan.pairs.append(pair)
             if end > start + 1 and right - left > MAX_SPAN * height and not whole_group(parts, start, end):
-                if parts[end - 1][0] is not parts[start][0]:
+                if not one_group:
                     break  # wider still from here on, and no longer within the group it started in
                 continue
             if all(split.left_out for split, _ in parts[start:end]):  # marks alone are no digit: passed over

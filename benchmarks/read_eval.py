@@ -31,10 +31,10 @@ import numpy.typing as npt
 import onnxruntime as ort
 from PIL import Image, ImageDraw, ImageFilter
 
-from app.cards import PAIR_INPUT, PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE
 from app.errors import ServiceError
 from app.preprocess import model_input
-from app.reading import PairAnswers, Reading, plan_upload, resolve
+from app.reading import Reading, plan_upload, resolve
+from app.runtime.pair_reader import read_runs
 from training.data import load_split, resolve_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,11 +211,7 @@ class Reader:
             plan = plan_upload(sample.image)
             wanted = [o.name for o in self.model.get_outputs() if o.name in ("probabilities", "logits", PIECE_SCORE)]
             outputs = dict(zip(wanted, self.model.run(wanted, {"image": model_input(plan.batch())}), strict=True))
-            pairs = None
-            if self.pairs is not None and plan.pairs:
-                names = [PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE]
-                left, right, score = self.pairs.run(names, {PAIR_INPUT: model_input(plan.pair_batch())})
-                pairs = PairAnswers(left, right, score)
+            pairs = read_runs(self.pairs, plan.pair_batch()) if self.pairs is not None and plan.pairs else None
             return resolve(plan, outputs["probabilities"], outputs["logits"], outputs.get(PIECE_SCORE), pairs)
         except ServiceError as exc:
             return exc

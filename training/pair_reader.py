@@ -29,6 +29,9 @@ import tf2onnx
 from keras import layers
 
 from app.cards import PAIR_INPUT, PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE, ModelCard, PairRates, PairReader, read_card
+from app.preprocess import model_input
+from app.reading import PairAnswers
+from app.runtime.pair_reader import read_runs
 from training import export, pairs, report
 from training.data import Mnist
 
@@ -41,7 +44,8 @@ EPOCHS = 8
 BATCH = 128
 SEED = 0
 VALIDATION_SEED = 101
-PARITY = 1e-4  # the ONNX graph's largest difference from TensorFlow's outputs
+PARITY = 1e-4  # the ONNX graph's largest difference from TensorFlow's outputs...
+PROBE = 1_000  # ... on this many validation runs
 LAYERS = "conv 24 -> pool -> conv 48 x2 -> pool -> conv 64 -> pool -> dense 192 -> dropout 0.3 -> heads 10, 10, 1"
 
 
@@ -105,12 +109,12 @@ def reader_graph(model: keras.Model) -> tuple[onnx.ModelProto, Callable[[np.ndar
     return proto, lambda x: {k: v.numpy() for k, v in read(tf.constant(x)).items()}
 
 
-def rates(outputs: dict[str, np.ndarray], labels: np.ndarray) -> PairRates:
+def rates(answers: PairAnswers, labels: np.ndarray) -> PairRates:
     """On labelled runs: how many pairs are read right (both digits) and kept (score >= 0.5), how many others are
     caught (score < 0.5)."""
     pair = labels[:, 0] >= 0
-    both = (outputs[PAIR_LEFT].argmax(1) == labels[:, 0]) & (outputs[PAIR_RIGHT].argmax(1) == labels[:, 1])
-    score = outputs[PAIR_SCORE][:, 0]
+    both = (answers.left.argmax(1) == labels[:, 0]) & (answers.right.argmax(1) == labels[:, 1])
+    score = answers.score[:, 0]
     return PairRates(
         pairs=int(pair.sum()),
         pairs_read=round(float(both[pair].mean()), 5),
@@ -127,12 +131,6 @@ def labelled_runs(images: np.ndarray, labels: np.ndarray, lines: int, seed: int)
     with ProcessPoolExecutor(mp_context=multiprocessing.get_context("spawn")) as pool:  # TensorFlow is loaded: no fork
         parts = list(pool.map(pairs.labelled_pairs, *zip(*[(images, labels, n, s) for s, n in chunks], strict=True)))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-def read_runs(session: ort.InferenceSession, runs: np.ndarray) -> dict[str, np.ndarray]:
-    names = [PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE]
-    values = session.run(names, {PAIR_INPUT: runs[..., None].astype(np.float32) / 255})
-    return dict(zip(names, values, strict=True))
 
 
 def export_pair_reader(
@@ -158,9 +156,10 @@ def export_pair_reader(
     model = train_reader(runs, labels, epochs=epochs)
     proto, reference = reader_graph(model)
     content = proto.SerializeToString()
-    outputs = read_runs(ort.InferenceSession(content, providers=["CPUExecutionProvider"]), val_runs)
-    expected = reference(val_runs[:1000, ..., None].astype(np.float32) / 255)
-    parity = max(float(np.abs(outputs[name][:1000] - expected[name]).max()) for name in expected)
+    answers = read_runs(ort.InferenceSession(content, providers=["CPUExecutionProvider"]), val_runs)
+    expected = reference(model_input(val_runs[:PROBE]))
+    got = {PAIR_LEFT: answers.left, PAIR_RIGHT: answers.right, PAIR_SCORE: answers.score}
+    parity = max(float(np.abs(got[name][:PROBE] - expected[name]).max()) for name in expected)
     if parity > PARITY:
         raise RuntimeError(f"pair.onnx differs from TensorFlow's reader by {parity:.2g}")
     (folder / PAIR_FILE).write_bytes(content)
@@ -181,7 +180,7 @@ def export_pair_reader(
             "seconds": round(time.perf_counter() - started),
             "parity_max_abs_diff": parity,
         },
-        validation=rates(outputs, val_labels),
+        validation=rates(answers, val_labels),
     )
     updated = card.model_copy(update={"pair_reader": record})
     report.write_card(folder, updated)

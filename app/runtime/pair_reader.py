@@ -7,9 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 
 from app.cards import PAIR_INPUT, PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE, ModelCard
+from app.preprocess import model_input
+from app.reading import PairAnswers
 from app.runtime.session import ModelLoadError, open_companion
 
 log = logging.getLogger(__name__)
@@ -28,8 +31,14 @@ def open_pair_reader(
         session = open_companion(
             path, card.pair_reader.file_sha256, {PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE}, providers, options
         )
-        session.run(None, {PAIR_INPUT: np.zeros((WARM_UP_BATCH, 28, 56, 1), dtype=np.float32)})
+        read_runs(session, np.zeros((WARM_UP_BATCH, 28, 56), np.uint8))
     except (OSError, ModelLoadError) as exc:
         log.error("model %s: /read reads without its pair reader: %s", card.name, str(exc).splitlines()[0])
         return None
     return session
+
+
+def read_runs(session: ort.InferenceSession, runs: npt.NDArray[np.uint8]) -> PairAnswers:
+    """pair.onnx's answers for (P, 28, 56) uint8 runs, as plan.pair_batch() prepares them."""
+    left, right, score = session.run([PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE], {PAIR_INPUT: model_input(runs)})
+    return PairAnswers(left, right, score)

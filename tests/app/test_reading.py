@@ -24,6 +24,7 @@ from app.reading import (
     plan_upload,
     resolve,
 )
+from app.runtime.pair_reader import read_runs
 from tests.helpers import MODELS_DIR, encode
 from training.data import Mnist
 
@@ -67,9 +68,7 @@ def read(
     the pair reader's answers when given."""
     plan = plan_reading(ink)
     names = ["probabilities", "logits", "piece_score"] if verified else ["probabilities", "logits"]
-    answers = None
-    if pairs is not None and plan.pairs:
-        answers = PairAnswers(*pairs.run(["left", "right", "pair_score"], {"pair": model_input(plan.pair_batch())}))
+    answers = read_runs(pairs, plan.pair_batch()) if pairs is not None and plan.pairs else None
     return resolve(plan, *cnn.run(names, {"image": model_input(plan.batch())}), answers)
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from app.cards import ModelCard, read_card
 from app.reading import PairRun
+from app.runtime.pair_reader import read_runs
 from tests.helpers import MODELS_DIR
 from training import pair_reader, pairs, pieces, report
 from training.data import Mnist
@@ -68,7 +69,7 @@ def test_the_committed_reader_reads_pairs_of_digits_it_never_saw(mnist_sample: M
     section = cnn_card.pair_reader
     assert section is not None
     session = ort.InferenceSession(str(MODELS_DIR / "cnn" / section.file), providers=["CPUExecutionProvider"])
-    rates = pair_reader.rates(pair_reader.read_runs(session, images), labels)
+    rates = pair_reader.rates(read_runs(session, images), labels)
     assert rates.pairs >= 30
     assert rates.others >= 100
     assert rates.pairs_read >= 0.85
@@ -103,9 +104,9 @@ def test_exporting_writes_the_file_its_card_names(mnist_sample: Mnist, tmp_path:
     assert section.training["lines"] == 40
     assert section.validation.pairs + section.validation.others > 0
     session = ort.InferenceSession(content, providers=["CPUExecutionProvider"])
-    outputs = pair_reader.read_runs(session, np.zeros((3, 28, 56), np.uint8))
-    assert outputs["left"].shape == outputs["right"].shape == (3, 10)
-    assert outputs["pair_score"].shape == (3, 1)
+    answers = read_runs(session, np.zeros((3, 28, 56), np.uint8))
+    assert answers.left.shape == answers.right.shape == (3, 10)
+    assert answers.score.shape == (3, 1)
 
 
 def test_a_retrained_model_keeps_its_pair_reader_while_the_file_matches(tmp_path: Path) -> None:
