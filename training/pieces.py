@@ -96,17 +96,21 @@ def written_line(rng: Rng, images: Images, labels: npt.NDArray[np.uint8], touchi
     ]
     offsets = [round(height * rng.uniform(-0.08, 0.08)) for _ in glyphs]
     tallest = max(g.shape[0] for g in glyphs) + 2 * max(abs(o) for o in offsets)
-    width = sum(g.shape[1] for g in glyphs) + sum(gaps) + 2 * MARGIN
-    canvas = np.zeros((tallest + 2 * MARGIN, max(width, max(g.shape[1] for g in glyphs) + 2 * MARGIN)), np.float32)
-    digits, x = [], MARGIN
-    for g, gap, offset in zip(glyphs, [*gaps, 0], offsets, strict=True):
+    lefts, x = [], MARGIN
+    for g, gap in zip(glyphs, [*gaps, 0], strict=True):
+        lefts.append(max(0, x))  # an overlap deeper than the line's start: the glyph starts at the edge
+        x = lefts[-1] + g.shape[1] + gap
+    widest = max(g.shape[1] for g in glyphs) + 2 * MARGIN
+    rightmost = max(left + g.shape[1] for left, g in zip(lefts, glyphs, strict=True))
+    width = max(sum(g.shape[1] for g in glyphs) + sum(gaps) + 2 * MARGIN, widest, rightmost)
+    canvas = np.zeros((tallest + 2 * MARGIN, width), np.float32)
+    digits = []
+    for g, x, offset in zip(glyphs, lefts, offsets, strict=True):
         y, (h, w) = MARGIN + (tallest - g.shape[0]) // 2 + offset, g.shape
-        x = max(0, x)
         np.maximum(canvas[y : y + h, x : x + w], g, out=canvas[y : y + h, x : x + w])
         digit = np.zeros(canvas.shape, bool)
         digit[y : y + h, x : x + w] = g > INK
         digits.append(digit)
-        x += w + gap
     if rng.random() < BLURRED:
         blurred = Image.fromarray(np.rint(canvas * 255).astype(np.uint8)).filter(
             ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0))

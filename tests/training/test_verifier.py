@@ -48,6 +48,18 @@ def test_a_piece_is_labelled_by_the_ink_it_holds() -> None:
     assert pieces.piece_label(_piece(5, 7), line) is None  # 70% of the first: neither, left out
 
 
+def test_a_written_line_holds_every_digit_however_deep_the_overlap() -> None:
+    """A "\\" then a "/" first meet at their far ends, so touching overlaps them nearly whole: at the start of a line
+    that pushed the next digit off the canvas (a crash in one of 24,000 lines of training digits)."""
+    strokes = np.zeros((2, 28, 28), np.uint8)
+    strokes[0, 4:24, 4:24] = np.eye(20, dtype=np.uint8) * 255
+    strokes[1, 4:24, 4:24] = np.eye(20, dtype=np.uint8)[::-1] * 255
+    for seed in range(300):
+        line = pieces.written_line(np.random.default_rng(seed), strokes, np.array([0, 1], np.uint8), touching=1.0)
+        assert all(digit.any() for digit in line.digits)
+        assert all(digit.shape == line.ink.shape for digit in line.digits)
+
+
 def test_labelled_pieces_are_prepared_as_read_prepares_them_and_seeded(mnist_sample: Mnist) -> None:
     train = mnist_sample.train
     images, labels = pieces.labelled_pieces(train.images, train.labels, lines=12, seed=5)
