@@ -284,8 +284,12 @@ def thicken_strokes(crop: Gray) -> Gray:
     """Thin pen strokes (a photo of a fine-liner, a 1-px canvas line) widened to MNIST's stroke width."""
     if max(crop.shape) > WORK_SIZE:
         crop = _resize(crop, *_scaled_size(crop.shape, WORK_SIZE))
-    target = STROKE_AT_BOX * max(crop.shape) / BOX
-    missing = target - stroke_width(crop)
+    return thickened(crop, max(crop.shape))
+
+
+def thickened(crop: Gray, side: int) -> Gray:
+    """The crop's strokes widened to MNIST's width for a digit `side` px tall or wide (2.5 px at the 20-px box)."""
+    missing = STROKE_AT_BOX * side / BOX - stroke_width(crop)
     if missing < 1.0:
         return crop
     size = 2 * round(missing / 2) + 1  # MaxFilter takes odd sizes; each step adds 2 px of width
@@ -345,10 +349,7 @@ def pair_of_ink(ink: Gray) -> Pair:
     crop = crop_to_ink(ink)
     if crop.shape[0] > WORK_SIZE:
         crop = _resize(crop, max(1, round(crop.shape[1] * WORK_SIZE / crop.shape[0])), WORK_SIZE)
-    missing = STROKE_AT_BOX * crop.shape[0] / BOX - stroke_width(crop)
-    if missing >= 1.0:
-        size = 2 * round(missing / 2) + 1
-        crop = np.asarray(Image.fromarray(crop, mode="F").filter(ImageFilter.MaxFilter(size)), dtype=np.float32)
+    crop = thickened(crop, crop.shape[0])  # measured against the height: two digits are twice as wide as one
     scale = min(BOX / crop.shape[0], PAIR_WIDTH / crop.shape[1])
     width, height = max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))
     fitted = np.clip(_resize(crop, width, height), 0.0, 1.0)
