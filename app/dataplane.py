@@ -164,10 +164,13 @@ async def read_pairs(loaded: LoadedModel, plan: Plan) -> PairAnswers | None:
     the model has no pair reader or the plan no such run."""
     if not plan.pairs:
         return None
-    reader = await anyio.to_thread.run_sync(lambda: loaded.pair_reader)  # opened at the first /read
-    if reader is None:
-        return None
-    return await anyio.to_thread.run_sync(read_runs, reader, plan.pair_batch())
+    return await anyio.to_thread.run_sync(pair_answers, loaded, plan)
+
+
+def pair_answers(loaded: LoadedModel, plan: Plan) -> PairAnswers | None:
+    """read_pairs' work, in one worker thread: the reader (opened at the first /read) and its call."""
+    reader = loaded.pair_reader
+    return None if reader is None else read_runs(reader, plan.pair_batch())
 
 
 def file_error(error: ServiceError) -> ErrorBody:
