@@ -31,6 +31,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from PIL import Image, ImageDraw, ImageFilter
 
+from app.cards import read_card
 from app.errors import ServiceError
 from app.preprocess import model_input
 from app.reading import Reading, plan_upload, resolve
@@ -38,7 +39,6 @@ from app.runtime.pair_reader import read_runs
 from training.data import load_split, resolve_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-PAIR_FILE = "pair.onnx"
 PIECE_SCORE = "piece_score"  # the piece verifier's output, used when the model has it (as the service does)
 
 
@@ -197,12 +197,12 @@ class Reader:
 
     @classmethod
     def of(cls, name: str, *, pairs: bool = True) -> Reader:
-        """The model's files under models/; without its pair reader when `pairs` is false (or it has none)."""
+        """The model's files under models/; without its pair reader when `pairs` is false (or its card names none)."""
         folder, providers = ROOT / "models" / name, ["CPUExecutionProvider"]
-        pair_file = folder / PAIR_FILE
+        reader = read_card(folder).pair_reader if pairs else None
         return cls(
             ort.InferenceSession(str(folder / "model.onnx"), providers=providers),
-            ort.InferenceSession(str(pair_file), providers=providers) if pairs and pair_file.exists() else None,
+            ort.InferenceSession(str(folder / reader.file), providers=providers) if reader is not None else None,
         )
 
     def __call__(self, sample: Sample) -> Reading | ServiceError:
