@@ -677,7 +677,8 @@ def model_evidence(logits: npt.NDArray[np.float32], piece_scores: npt.NDArray[np
     verifier learnt from the pieces this module cuts which are one whole digit (training.verifier). (The
     not-a-digit detector's score did not pick better readings on the dev seed: it takes half a digit or two
     squeezed ones for a digit as readily as the classifier does, and teaching it pairs cost /predict non-digits it
-    caught.)"""
+    caught. Nor did averaging the model over each piece moved a pixel up, down, left and right: dev photos 96.5 ->
+    96.2% on seed 0 and 95.6 -> 96.2% on seed 3, styles 0.3-0.6 point lower, single digits no better.)"""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     confidences = (shifted / shifted.sum(axis=1, keepdims=True)).max(axis=1)
     evidence = CONFIDENCE_WEIGHT * np.log(np.maximum(confidences, 1e-9))

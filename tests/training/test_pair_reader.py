@@ -8,10 +8,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-from app.cards import ModelCard, read_card
+from app.cards import PAIR_INPUT, PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE, ModelCard, read_card
 from app.reading import PairRun
 from app.runtime.pair_reader import read_runs
 from tests.helpers import MODELS_DIR
@@ -86,8 +88,50 @@ def test_the_committed_card_records_the_pair_reader(cnn_card: ModelCard) -> None
     assert section.validation.pairs_read >= 0.9
     assert section.validation.others_caught >= 0.9
     assert section.training["parity_max_abs_diff"] <= pair_reader.PARITY
+    assert section.network == pair_reader.network()  # read at pair_reader.SHIFTS
     assert "## Pair reader" in (MODELS_DIR / "cnn" / "card.md").read_text()
     assert "## Pair reader" in report.card_markdown(cnn_card, [])
+
+
+def _linear_reader(seed: int) -> onnx.ModelProto:
+    """A reader whose answers depend on where each pixel is: linear heads on the flattened field."""
+    rng = np.random.default_rng(seed)
+    weights = {
+        name: numpy_helper.from_array(rng.normal(0, 0.05, (28 * 56, width)).astype(np.float32), f"{name}_weights")
+        for name, width in ((PAIR_LEFT, 10), (PAIR_RIGHT, 10), (PAIR_SCORE, 1))
+    }
+    flat = numpy_helper.from_array(np.array([-1, 28 * 56], np.int64), "flat")
+    nodes = [helper.make_node("Reshape", [PAIR_INPUT, "flat"], ["pixels"])]
+    for name in weights:
+        nodes.append(helper.make_node("MatMul", ["pixels", f"{name}_weights"], [f"{name}_logits"]))
+        nodes.append(helper.make_node("Sigmoid" if name == PAIR_SCORE else "Softmax", [f"{name}_logits"], [name]))
+    graph = helper.make_graph(
+        nodes,
+        "linear",
+        [helper.make_tensor_value_info(PAIR_INPUT, TensorProto.FLOAT, ["n", 28, 56, 1])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 1 if n == PAIR_SCORE else 10]) for n in weights],
+        [flat, *weights.values()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_the_reader_reads_each_run_at_every_shift_and_answers_the_mean() -> None:
+    reader = _linear_reader(seed=3)
+    runs = np.random.default_rng(4).integers(0, 256, (5, 28, 56), dtype=np.uint8)
+    runs[:, :, :2] = runs[:, :, -2:] = 0  # as pair_of_ink centres a run: no ink in the outer columns
+    plain = ort.InferenceSession(reader.SerializeToString(), providers=["CPUExecutionProvider"])
+    wrapped = pair_reader.read_at_shifts(reader, (0, 2, -1))
+    session = ort.InferenceSession(wrapped.SerializeToString(), providers=["CPUExecutionProvider"])
+    moved = [np.roll(runs, by, axis=2) for by in (0, 2, -1)]  # the outer columns are empty: a roll is a shift
+    views = [read_runs(plain, view) for view in moved]
+    got = read_runs(session, runs)
+    for name in ("left", "right", "score"):
+        expected = np.mean([getattr(view, name) for view in views], axis=0)
+        assert np.allclose(getattr(got, name), expected, atol=1e-6)
+        assert not np.allclose(getattr(got, name), getattr(views[0], name), atol=1e-3)  # the shifts count
+    assert [o.name for o in session.get_outputs()] == [o.name for o in plain.get_outputs()]
+    assert np.array_equal(pair_reader.shifted(runs[..., None], 2)[..., 0], moved[1])  # the parity check's shift
+    assert np.array_equal(pair_reader.shifted(runs[..., None], -1)[..., 0], moved[2])
 
 
 @pytest.mark.slow
