@@ -38,6 +38,7 @@ MODULES = {
     "process": "app/runtime/process.py",
     "dataplane": "app/dataplane.py",
     "explain": "app/explain.py",
+    "reading": "app/reading.py",
 }
 # mutmut's exit codes (mutmut.stats.status_by_exit_code): 1 and 3 a test failed; 36 and the SIGXCPU codes a timeout.
 KILLED = {1, 3}

@@ -3,6 +3,8 @@ by the bundled CNN through ONNX Runtime, as /read reads them."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
@@ -12,17 +14,34 @@ from PIL import Image, ImageDraw, ImageFilter
 from app.errors import NoDigits, TooManyDigits
 from app.preprocess import model_input
 from app.reading import (
+    CUT_PENALTY,
+    INK_CUT_PENALTY,
+    PAIR_WEIGHT,
     PIECE_CONFIDENCE,
     PIECE_FLOOR,
     PIECE_WEIGHT,
+    Group,
     PairAnswers,
+    Plan,
     Reading,
+    Segment,
+    belong_together,
+    best_path,
+    binarise,
+    cut_path,
+    cut_points,
+    digit_height,
     flatten_background,
+    ink_of,
     label_components,
+    mark_kind,
     model_evidence,
+    otsu_threshold,
     plan_reading,
     plan_upload,
     resolve,
+    segment_score,
+    shape_prior,
 )
 from app.runtime.pair_reader import read_runs
 from tests.helpers import MODELS_DIR, encode
@@ -97,6 +116,162 @@ def test_components_are_eight_connected() -> None:
     assert labels[0, 4] == labels[1, 4] != labels[0, 0]
     assert labels[3, 0] == labels[3, 1] != labels[3, 3]
     assert (labels == 0).sum() == (~mask).sum()
+
+
+def test_a_faint_stretch_of_a_stroke_does_not_break_it_and_faint_specks_are_dropped() -> None:
+    """Hysteresis: pixels above half Otsu's threshold join a component that holds some pixel above it."""
+    ink = np.zeros((40, 60), np.float32)
+    ink[18:22, 5:55] = 1.0
+    ink[18:22, 28:32] = 0.3  # a stretch of the stroke where the pen barely touched
+    ink[5:8, 5:8] = 0.3  # a speck as faint, on its own
+    strong = otsu_threshold(ink)
+    assert strong / 2 < 0.3 < strong
+    labels, count = binarise(ink)
+    assert count == 1
+    assert labels[20, 10] == labels[20, 30] == labels[20, 50] == 1
+    assert labels[6, 6] == 0
+
+
+def test_the_shadow_on_the_paper_is_taken_away() -> None:
+    """Light paper darkening to the right (a photo's shadow): what is left of the paper is far fainter than the ink
+    on either side."""
+    paper = np.full((120, 300), 230, np.float32)
+    paper[:, 150:] -= np.linspace(0, 120, 150)[None, :]
+    paper[30:90, 40:48] = paper[30:90, 200:208] = 30  # a stroke in the light, one in the shade
+    ink = ink_of(Image.fromarray(paper.astype(np.uint8)))
+    assert ink[:20, 150:].max() < 0.3  # the shaded paper alone: 0.6 without the background taken away
+    assert ink.max() == pytest.approx(1.0)  # stretched back
+    assert ink[40:80, 42:46].min() > 0.6
+    assert ink[40:80, 202:206].min() > 0.6
+
+
+@pytest.mark.parametrize(
+    ("small", "together"),
+    [
+        (Group([2], 20, 40, 40, 60), True),  # short, over half its width over the tall one: the bar of a broken 4
+        (Group([2], 40, 65, 70, 85), False),  # short, a quarter of its width over it: a neighbour
+        (Group([2], 0, 65, 10, 95), True),  # flat at the top, sticking out to the right: a 5's flag
+        (Group([2], 60, 65, 70, 95), False),  # as flat, at the bottom: a dash after the digit
+        (Group([2], 0, 50, 100, 80), False),  # full height, overlapping: two slanted 1s side by side
+    ],
+    ids=["bar", "neighbour", "flag", "low_dash", "two_ones"],
+)
+def test_pieces_of_one_digit_belong_together(small: Group, together: bool) -> None:
+    tall = Group([1], 0, 30, 100, 70)
+    assert belong_together(small, tall) is together
+    assert belong_together(tall, small) is together
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "kind"),
+    [
+        (8, 8, "speck"),
+        (12, 20, "dot"),  # a decimal point
+        (40, 20, "dash"),  # a minus sign
+        (180, 20, "underline"),
+        (30, 50, None),  # a digit written at half the others' height
+        (25, 100, None),  # a 1
+    ],
+)
+def test_what_is_set_aside_as_a_mark(width: int, height: int, kind: str | None) -> None:
+    """Against digits 100 px tall."""
+    assert mark_kind(Group([1], 0, 0, height, width), 100.0) == kind
+
+
+def test_the_shape_prior_weighs_only_wide_or_short_pieces() -> None:
+    height = 100.0
+    assert shape_prior(80, 100, height) == 0.0  # a broad digit
+    assert shape_prior(30, 95, height) == 0.0  # a 1
+    assert shape_prior(150, 100, height) < shape_prior(120, 100, height) < 0.0  # wider: two digits read as one
+    assert shape_prior(50, 30, height) < shape_prior(50, 50, height) < 0.0  # shorter: a fragment
+
+
+def test_joining_separate_groups_into_one_digit_costs_more_the_wider_the_gap(
+    mnist_sample: Mnist, cnn: ort.InferenceSession
+) -> None:
+    plan = plan_reading(row_of([enlarged(mnist_sample.test.images[0])], [20]))
+    segment = next(s for s in plan.segments if s.piece >= 0)
+    evidence = [0.0] * len(plan.pieces)
+    alone = segment_score(plan, segment, evidence)
+    near, far = dataclasses.replace(segment, joins=1, gap=0.1), dataclasses.replace(segment, joins=1, gap=0.4)
+    assert segment_score(plan, far, evidence) < segment_score(plan, near, evidence) < alone
+
+
+def test_the_digit_height_is_the_median_of_the_groups_at_least_half_as_tall_as_the_tallest() -> None:
+    def of(*heights: int) -> list[Group]:
+        return [Group([i], 0, 30 * i, h, 30 * i + 20) for i, h in enumerate(heights)]
+
+    assert digit_height(of(100, 100, 50, 40, 40)) == 100  # the two 40s (a dash, a small mark) left out
+    assert digit_height(of(100, 50, 50)) == 50  # exactly half as tall counts
+    with pytest.raises(NoDigits, match="only dots, dashes, lines or specks"):
+        digit_height([Group([1], 0, 0, 5, 5), Group([2], 0, 10, 4, 200)])
+
+
+def test_cuts_start_at_the_deepest_valleys_of_the_column_projection_but_not_at_the_ends() -> None:
+    """Digits 100 px tall, a group 100 px wide: its ink per column dips at 40 (near the middle), 70 (near two
+    thirds) and 15 (a narrow 1 at the left), and at 5, too near the end to part a digit."""
+    profile = np.full(100, 10.0, np.float32)
+    profile[[5, 15, 40, 70]] = 0.0, 1.0, 0.0, 3.0
+    centres = {centre for centre, reach in cut_points(profile, 100, 100.0)}
+    assert {15, 40, 70} <= centres
+    assert 5 not in centres
+    assert cut_points(profile[:40], 40, 100.0) == []  # narrower than any two digits
+
+
+def test_a_cut_follows_the_gap_between_slanted_strokes_and_runs_straight_where_it_can() -> None:
+    mask = np.zeros((20, 40), bool)
+    for row in range(20):  # two strokes slanting right, two columns apart
+        mask[row, : 10 + row // 2] = mask[row, 12 + row // 2 :] = True
+    path = cut_path(mask, 15, 10)
+    assert not mask[np.arange(20), path].any()
+    assert np.abs(np.diff(path)).max() <= 1
+    straight = cut_path(np.zeros((20, 40), bool), 15, 10)
+    assert (straight == straight[0]).all()
+    assert abs(straight[0] - 15) <= 10
+
+
+def test_the_best_path_pays_for_the_ink_its_cuts_cross() -> None:
+    """Two parts of one group (nodes 0 | 1 | 2, the cut at node 1 crossing two strokes) read apart score 0.5 better
+    than read whole, but the cut costs more than that; at a gap between groups the same two parts are read apart."""
+    apart, whole = [Segment(0, 1, 0), Segment(1, 2, 1)], Segment(0, 2, 2)
+    segments, scores = [apart[0], whole, apart[1]], [-0.5, -1.5, -0.5]
+    cut = Plan(pieces=[], segments=segments, node_cuts=[None, 2.0, None], ignored=[])
+    assert CUT_PENALTY + INK_CUT_PENALTY * 2.0 > 0.5
+    assert best_path(cut, segments, scores) == [whole]
+    gap = Plan(pieces=[], segments=segments, node_cuts=[None, None, None], ignored=[])
+    assert best_path(gap, segments, scores) == apart
+
+
+def test_a_run_read_as_a_pair_weighs_both_digits_and_its_pair_score() -> None:
+    left = np.array([[0.9] + [0.1 / 9] * 9], np.float32)
+    right = np.array([[0.5, 0.5] + [0.0] * 8], np.float32)
+    evidence = PairAnswers(left, right, np.array([[0.8]], np.float32)).evidence()
+    as_pieces = model_evidence(np.log(np.maximum(np.concatenate([left, right]), 1e-9)))
+    assert evidence[0] == pytest.approx(sum(as_pieces) + PAIR_WEIGHT * np.log(0.8), rel=1e-5)
+
+
+def test_every_group_is_a_candidate_whole_and_pieces_across_groups_count_their_joins() -> None:
+    """A scribble 2.5 digit heights wide is cut into parts but also offered whole (no other piece is that wide);
+    three 1s 10 px apart (digits 100 px tall) are also offered as one piece, joining three groups over two gaps."""
+    ink = np.zeros((140, 560), np.float32)
+    ink[20:120, 20:28] = ink[20:120, 145:153] = ink[20:120, 262:270] = 1.0  # a box, its middle crossed
+    ink[20:28, 20:270] = ink[112:120, 20:270] = 1.0
+    for left in (340, 358, 376):
+        ink[20:120, left : left + 8] = 1.0
+    plan = plan_reading(ink)
+    assert plan.height == 100
+    pieces = {plan.pieces[s.piece].box: s for s in plan.segments if s.piece >= 0}
+    whole = plan.pieces[pieces[20, 20, 250, 100].piece]
+    assert whole.mask.sum() == (ink[20:120, 20:270] > 0).sum()  # its ink, not the rim around it
+    assert max(w for _, _, w, _ in pieces if w != 250) <= 122  # 1.2 digit heights (MAX_SPAN) and the ink's rim
+    assert plan.node_cuts[0] is None
+    assert min(plan.node_cuts[1:9]) > 1.5  # each cut through the box crosses its top and bottom strokes
+    assert plan.node_cuts[9:] == [None] * 4  # between groups: nothing to cut
+    assert plan.pairs
+    assert all(run.end <= 9 and 60 <= run.box[2] <= 202 for run in plan.pairs)  # in one group, 0.6-2 heights wide
+    three = pieces[340, 20, 44, 100]
+    assert (three.joins, three.gap) == (2, pytest.approx(0.2))
+    assert (pieces[340, 20, 26, 100].joins, pieces[340, 20, 26, 100].gap) == (1, pytest.approx(0.1))
 
 
 def test_digits_are_read_left_to_right_whatever_their_height(mnist_sample: Mnist, cnn: ort.InferenceSession) -> None:
@@ -184,16 +359,19 @@ def test_a_reading_takes_both_digits_from_the_pair_reader_when_it_is_surer(
     mnist_sample: Mnist, cnn: ort.InferenceSession, score: float, text: str
 ) -> None:
     """Stand-in answers for every run: "97" surely (the cut reads "04"), or not a pair at all. The pair's digits
-    take the boxes of the two pieces the best cut of the run makes, and the pair's probabilities."""
+    take the boxes of the two pieces the best cut of the run makes (the cut read without the pair reader), and the
+    pair's probabilities."""
     plan = plan_reading(touching_zero_four(mnist_sample, closer=4))
     runs = len(plan.pairs)
     assert runs >= 1
     left, right = np.full((runs, 10), 0.001, np.float32), np.full((runs, 10), 0.001, np.float32)
     left[:, 9], right[:, 7] = 0.991, 0.991
     answers = PairAnswers(left, right, np.full((runs, 1), score, np.float32))
-    names = ["probabilities", "logits", "piece_score"]
-    reading = resolve(plan, *cnn.run(names, {"image": model_input(plan.batch())}), answers)
+    outputs = cnn.run(["probabilities", "logits", "piece_score"], {"image": model_input(plan.batch())})
+    reading = resolve(plan, *outputs, answers)
     assert reading.text == text
+    cut = resolve(plan, *outputs)  # without the pair reader: the cut the classifier is surest of
+    assert [d.box for d in reading.digits] == [d.box for d in cut.digits]
     first, second = reading.digits
     assert first.box[0] < second.box[0]
     assert first.box[0] + first.box[2] <= second.box[0] + second.box[2]
@@ -208,20 +386,25 @@ def test_an_underline_and_a_decimal_point_are_ignored(mnist_sample: Mnist, cnn: 
     ink = row_of(digits, [20, 110, 230])
     ink[108:116, 195:203] = 1.0  # a point on the baseline between the 2 and the 1
     ink[135:141, 20:320] = 1.0  # a line under the number
+    ink[2:6, 340:344] = 1.0  # a speck in the corner, far from any digit
     reading = read(ink, cnn)
     assert reading.text == "721"
-    assert sorted(i.reason for i in reading.ignored) == ["dot", "underline"]
-    point = next(i for i in reading.ignored if i.reason == "dot")
-    assert point.box == (195, 108, 8, 8)
+    assert [(i.reason, i.box) for i in reading.ignored] == [
+        ("underline", (20, 135, 300, 6)),
+        ("dot", (195, 108, 8, 8)),
+        ("speck", (340, 2, 4, 4)),
+    ]  # left to right
 
 
 def test_no_digit_at_all(cnn: ort.InferenceSession) -> None:
     dots = np.zeros((100, 300), np.float32)
     dots[50:53, 40:43] = dots[60:62, 200:203] = 1.0
     dots[20:24, 100:300] = 1.0
-    with pytest.raises(NoDigits):
+    with pytest.raises(NoDigits, match="only dots, dashes, lines or specks"):
         read(dots, cnn)
-    with pytest.raises(NoDigits):
+    with pytest.raises(NoDigits, match="No ink stands out"):
+        plan_reading(np.full((50, 80), 0.1, np.float32))
+    with pytest.raises(NoDigits, match="blank"):
         plan_upload(encode(np.full((50, 80), 255, np.uint8)))
 
 
@@ -232,10 +415,13 @@ def test_boxes_are_in_the_uploaded_pixels_of_a_reduced_photo(mnist_sample: Mnist
     plan = plan_upload(encode(paper))
     reading = resolve(plan, *cnn.run(["probabilities", "logits"], {"image": model_input(plan.batch())}))
     assert reading.text == "72"
-    columns = np.flatnonzero((paper < 128).any(axis=0))
-    x, _, width, _ = reading.digits[0].box
+    first = paper[:, : 120 * 8] < 128  # the 7's ink (the 2 starts at 140 px, before enlarging)
+    rows, columns = np.flatnonzero(first.any(axis=1)), np.flatnonzero(first.any(axis=0))
+    x, y, width, height = reading.digits[0].box
     assert abs(x - columns[0]) <= 8 * 3
-    assert x + width <= paper.shape[1]
+    assert abs(x + width - columns[-1] - 1) <= 8 * 3
+    assert abs(y - rows[0]) <= 8 * 3
+    assert abs(y + height - rows[-1] - 1) <= 8 * 3
 
 
 def test_a_page_of_marks_is_refused_before_the_model_call() -> None:
