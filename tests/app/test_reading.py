@@ -20,7 +20,9 @@ from app.reading import (
     PIECE_CONFIDENCE,
     PIECE_FLOOR,
     PIECE_WEIGHT,
+    STROKE_LEFT_OUT,
     Group,
+    Ignored,
     PairAnswers,
     Plan,
     Reading,
@@ -140,7 +142,8 @@ def test_the_shadow_on_the_paper_is_taken_away() -> None:
     paper[30:90, 40:48] = paper[30:90, 200:208] = 30  # a stroke in the light, one in the shade
     ink = ink_of(Image.fromarray(paper.astype(np.uint8)))
     assert ink[:20, 150:].max() < 0.3  # the shaded paper alone: 0.6 without the background taken away
-    assert ink.max() == pytest.approx(1.0)  # stretched back
+    paper[30:90, 40:48] = 230  # the stroke in the shade alone: stretched back to full strength
+    assert ink_of(Image.fromarray(paper.astype(np.uint8))).max() == pytest.approx(1.0)
     assert ink[40:80, 42:46].min() > 0.6
     assert ink[40:80, 202:206].min() > 0.6
 
@@ -216,6 +219,36 @@ def test_cuts_start_at_the_deepest_valleys_of_the_column_projection_but_not_at_t
     assert {15, 40, 70} <= centres
     assert 5 not in centres
     assert cut_points(profile[:40], 40, 100.0) == []  # narrower than any two digits
+
+
+def test_without_valleys_cuts_start_at_the_lowest_column_near_each_kth_of_the_width() -> None:
+    """A group 100 px wide against digits 100 px tall holds at most 3 digits: a cut near the half (within a third of
+    a piece, 33-67) and near each third (22-44, 56-78), each where the ink per column is lowest there, reaching a
+    quarter of a piece either way. A projection that only falls (or only rises) has no valley for the other cuts."""
+    falling = np.linspace(100, 0, 100).astype(np.float32)
+    assert cut_points(falling, 100, 100.0) == [(67, 12), (44, 8), (78, 8)]
+    assert cut_points(falling[::-1].copy(), 100, 100.0) == [(33, 12), (22, 8), (56, 8)]
+
+
+def test_of_the_marks_beside_a_digit_the_largest_may_be_a_stroke_of_it_and_the_others_are_ignored() -> None:
+    ink = np.zeros((160, 160), np.float32)
+    ink[20:120, 50:60] = 1.0  # a 1, 100 px tall
+    ink[100:116, 66:82] = 1.0  # a point after it
+    ink[60:74, 30:44] = 1.0  # a smaller one before it
+    plan = plan_reading(ink)
+    assert plan.ignored == [Ignored((30, 60, 14, 14), "dot")]
+    assert [s.passed for s in plan.segments if s.passed] == [Ignored((66, 100, 16, 16), "dot")]
+
+
+@pytest.mark.parametrize(("top", "cost"), [(45, STROKE_LEFT_OUT), (50, 0.0)], ids=["top_third", "below"])
+def test_leaving_out_a_dash_costs_a_reading_only_in_the_digit_s_top_third(top: int, cost: float) -> None:
+    """A 7's bar or a 5's flag broken off sits at the top; a dash at mid-height is a minus sign. The digit spans rows
+    20-120: the top third ends at row 53, and the dash's middle is at row 51 or 56."""
+    ink = np.zeros((160, 160), np.float32)
+    ink[20:120, 50:60] = 1.0
+    ink[top : top + 12, 64:84] = 1.0
+    passed = [(s.passed.reason, s.cost) for s in plan_reading(ink).segments if s.passed]
+    assert passed == [("dash", cost)]
 
 
 def test_a_cut_follows_the_gap_between_slanted_strokes_and_runs_straight_where_it_can() -> None:
