@@ -133,7 +133,8 @@ def read_at_shifts(reader: onnx.ModelProto, shifts: Sequence[int] = SHIFTS) -> o
     the mean: the same input and outputs. A run's ink lies in the middle PAIR_WIDTH columns of 56, so a shift of a
     pixel or two loses none of it."""
     inner = compose.add_prefix(reader, "reader/")
-    field = reader.graph.input[0].type.tensor_type.shape.dim[2].dim_value  # 56
+    source = reader.graph.input[0]
+    field = source.type.tensor_type.shape.dim[2].dim_value  # 56
     constants = {"width_axis": [2]}
     nodes, views = [], []
     for i, by in enumerate(shifts):
@@ -144,7 +145,7 @@ def read_at_shifts(reader: onnx.ModelProto, shifts: Sequence[int] = SHIFTS) -> o
             f"to_{i}": [start + field],
         }
         nodes += [
-            helper.make_node("Pad", [PAIR_INPUT, f"pads_{i}"], [f"padded_{i}"]),
+            helper.make_node("Pad", [source.name, f"pads_{i}"], [f"padded_{i}"]),
             helper.make_node("Slice", [f"padded_{i}", f"from_{i}", f"to_{i}", "width_axis"], [f"view_{i}"]),
         ]
         views.append(f"view_{i}")

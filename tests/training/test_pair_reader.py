@@ -17,7 +17,7 @@ from app.cards import PAIR_INPUT, PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE, ModelCard, 
 from app.reading import PairRun
 from app.runtime.pair_reader import read_runs
 from tests.helpers import MODELS_DIR
-from training import pair_reader, pairs, pieces, report
+from training import export, pair_reader, pairs, pieces, report
 from training.data import Mnist
 from training.pipeline import kept_pair_reader
 
@@ -112,7 +112,7 @@ def _linear_reader(seed: int) -> onnx.ModelProto:
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 1 if n == PAIR_SCORE else 10]) for n in weights],
         [flat, *weights.values()],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", export.OPSET)])
 
 
 def test_the_reader_reads_each_run_at_every_shift_and_answers_the_mean() -> None:
