@@ -25,6 +25,10 @@ GRADCAM_GRADIENT = "gradcam_gradient"
 # probabilities, and PAIR_SCORE (N, 1), the probability that the run is two whole digits.
 PAIR_INPUT = "pair"
 PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE = "left", "right", "pair_score"
+# line.onnx: input LINE_INPUT (N, 32, W, 1) in [0, 1], W a multiple of 4; output LINE_OUTPUT (N, W / 4, 11), the
+# log-probabilities of each digit and of the CTC blank (the last) at every 4th column.
+LINE_INPUT = "line"
+LINE_OUTPUT = "frames"
 
 
 class _Frozen(BaseModel):
@@ -154,6 +158,26 @@ class PairReader(_Frozen):
     validation: PairRates = Field(description="runs cut from lines of the MNIST validation split's digits")
 
 
+class LineRates(_Frozen):
+    """How the line reader does on its own, on lines of validation digits."""
+
+    lines: int
+    lines_read: float = Field(description="share of the lines whose likeliest text is the number written")
+
+
+class LineReader(_Frozen):
+    """line.onnx, /read's reader of the whole line at once (CTC), a network of its own beside model.onnx. /read
+    weighs the texts it finds likely against the reading graph's."""
+
+    file: str = "line.onnx"
+    file_sha256: str
+    file_bytes: int
+    parameters: int
+    network: str
+    training: dict[str, Any]
+    validation: LineRates = Field(description="lines of the MNIST validation split's digits, on generated paper")
+
+
 class GradientCheck(_Frozen):
     """explain.onnx checked when it was written: its input gradient against central finite differences of
     model.onnx (on digits with a little noise added, so that no ReLU or max-pool sits exactly on a kink), and
@@ -224,6 +248,7 @@ class ModelCard(_Frozen):
     detector: Detector | None = None
     piece_verifier: PieceVerifier | None = None
     pair_reader: PairReader | None = None
+    line_reader: LineReader | None = None
     explain: Explain | None = None
 
 

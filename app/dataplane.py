@@ -29,6 +29,7 @@ from app.explain import Explanation, Forward, Options, check_target, explain_ima
 from app.preprocess import Digit, Limits, decoded_pixels, mnist_png_pixels, model_input, open_image, preprocess
 from app.reading import PairAnswers, Plan, Reading, plan_upload, resolve
 from app.runtime.batcher import Outputs
+from app.runtime.line_reader import read_line
 from app.runtime.pair_reader import read_runs
 from app.runtime.registry import LoadedModel, Registry
 from app.schemas import (
@@ -159,18 +160,21 @@ def layer_maps(name: str, maps: npt.NDArray[np.float32], encoding: Encoding) -> 
     )
 
 
-async def read_pairs(loaded: LoadedModel, plan: Plan) -> PairAnswers | None:
-    """The pair reader's answers for the plan's runs that may be two touching digits, off the event loop; None when
-    the model has no pair reader or the plan no such run."""
-    if not plan.pairs:
-        return None
-    return await anyio.to_thread.run_sync(pair_answers, loaded, plan)
+async def read_whole(loaded: LoadedModel, plan: Plan) -> tuple[PairAnswers | None, npt.NDArray[np.float32] | None]:
+    """What /read's own networks answer, off the event loop: the pair reader's answers for the plan's runs that may
+    be two touching digits, and the line reader's for the whole line; each None when the model has no such reader
+    (or the plan no such run)."""
+    return await anyio.to_thread.run_sync(whole_answers, loaded, plan)
 
 
-def pair_answers(loaded: LoadedModel, plan: Plan) -> PairAnswers | None:
-    """read_pairs' work, in one worker thread: the reader (opened at the first /read) and its call."""
-    reader = loaded.pair_reader
-    return None if reader is None else read_runs(reader, plan.pair_batch())
+def whole_answers(loaded: LoadedModel, plan: Plan) -> tuple[PairAnswers | None, npt.NDArray[np.float32] | None]:
+    """read_whole's work, in one worker thread: the readers (opened at the first /read) and their calls."""
+    pairs = loaded.pair_reader
+    line = loaded.line_reader
+    return (
+        None if pairs is None or not plan.pairs else read_runs(pairs, plan.pair_batch()),
+        None if line is None or plan.line is None else read_line(line, plan.line),
+    )
 
 
 def file_error(error: ServiceError) -> ErrorBody:
@@ -419,7 +423,8 @@ class DataPlane:
         extra = ["logits", verifier.output] if verifier else ["logits"]
         outputs = await loaded.infer(model_input(plan.batch()), [*wanted_outputs(loaded), *extra])
         scores = outputs[verifier.output] if verifier else None
-        reading = resolve(plan, outputs["probabilities"], outputs["logits"], scores, await read_pairs(loaded, plan))
+        pairs, line = await read_whole(loaded, plan)
+        reading = resolve(plan, outputs["probabilities"], outputs["logits"], scores, pairs, line)
         return number_reading(loaded, reading, outputs, base_url=base_url, token_key=self.settings.token_key)
 
     async def infer_tensors(

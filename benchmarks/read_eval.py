@@ -12,7 +12,8 @@ those bounds the whole-number accuracy that any segmenter reaches on set 1.
     python -m benchmarks.read_eval --seed 1 --count 1000      # or: make evaluate-read
 
 Develop on --seed 0 (the dev seed); report on other seeds. Figures go to stdout and, with --json, to a file. The
-model's pair reader (pair.onnx) is used when it has one, as /read uses it; --no-pairs reads without it.
+model's pair reader (pair.onnx) and line reader (line.onnx) are used when it has them, as /read uses them; --no-pairs
+and --no-lines read without them.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from app.cards import read_card
 from app.errors import ServiceError
 from app.preprocess import model_input
 from app.reading import Reading, plan_upload, resolve
+from app.runtime.line_reader import read_line
 from app.runtime.pair_reader import read_runs
+from app.runtime.session import CPU
 from training.data import load_split, resolve_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,29 +193,32 @@ def styled_number(images: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8], 
 
 @dataclass(frozen=True)
 class Reader:
-    """A model as /read runs it: its graph and, when the model has one, its pair reader."""
+    """A model as /read runs it: its graph and, when the model has them, its pair and line readers."""
 
     model: ort.InferenceSession
     pairs: ort.InferenceSession | None = None
+    lines: ort.InferenceSession | None = None
 
     @classmethod
-    def of(cls, name: str, *, pairs: bool = True) -> Reader:
-        """The model's files under models/; without its pair reader when `pairs` is false (or its card names none)."""
-        folder, providers = ROOT / "models" / name, ["CPUExecutionProvider"]
-        reader = read_card(folder).pair_reader if pairs else None
+    def of(cls, name: str, *, pairs: bool = True, lines: bool = True) -> Reader:
+        """The model's files under models/; without its pair reader when `pairs` is false, without its line reader
+        when `lines` is (or when its card names none)."""
+        folder, card = ROOT / "models" / name, read_card(ROOT / "models" / name)
+        companions = [card.pair_reader if pairs else None, card.line_reader if lines else None]
         return cls(
-            ort.InferenceSession(str(folder / "model.onnx"), providers=providers),
-            ort.InferenceSession(str(folder / reader.file), providers=providers) if reader is not None else None,
+            ort.InferenceSession(str(folder / "model.onnx"), providers=[CPU]),
+            *(None if c is None else ort.InferenceSession(str(folder / c.file), providers=[CPU]) for c in companions),
         )
 
     def __call__(self, sample: Sample) -> Reading | ServiceError:
-        """The number as /read reads it: same planning, one batched model call (and one of the pair reader)."""
+        """The number as /read reads it: same planning, one batched model call (and one of each reader)."""
         try:
             plan = plan_upload(sample.image)
             wanted = [o.name for o in self.model.get_outputs() if o.name in ("probabilities", "logits", PIECE_SCORE)]
             outputs = dict(zip(wanted, self.model.run(wanted, {"image": model_input(plan.batch())}), strict=True))
             pairs = read_runs(self.pairs, plan.pair_batch()) if self.pairs is not None and plan.pairs else None
-            return resolve(plan, outputs["probabilities"], outputs["logits"], outputs.get(PIECE_SCORE), pairs)
+            line = read_line(self.lines, plan.line) if self.lines is not None and plan.line is not None else None
+            return resolve(plan, outputs["probabilities"], outputs["logits"], outputs.get(PIECE_SCORE), pairs, line)
         except ServiceError as exc:
             return exc
 
@@ -304,11 +310,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000, help="numbers in the photos set (styles gets a third)")
     parser.add_argument("--model", default="cnn", help="model under models/ to read with")
     parser.add_argument("--no-pairs", action="store_true", help="read without the model's pair reader (pair.onnx)")
+    parser.add_argument("--no-lines", action="store_true", help="read without the model's line reader (line.onnx)")
     parser.add_argument("--data-dir", default=None, help="MNIST directory (default $MNIST_DIR or ./data/mnist)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args()
     test, _ = load_split(resolve_data_dir(args.data_dir), "t10k", verify=False)  # test digits only
-    read = Reader.of(args.model, pairs=not args.no_pairs)
+    read = Reader.of(args.model, pairs=not args.no_pairs, lines=not args.no_lines)
     photos_rng, styles_rng = np.random.default_rng([args.seed, 1]), np.random.default_rng([args.seed, 2])
     single_rng = np.random.default_rng([args.seed, 3])
     started = time.perf_counter()
@@ -319,6 +326,7 @@ def main() -> None:
         "seed": args.seed,
         "model": args.model,
         "pair_reader": read.pairs is not None,
+        "line_reader": read.lines is not None,
         "photos": evaluate(photos, read) | ceiling(singles, read),
         "styles": evaluate(styles, read),
     }

@@ -16,6 +16,7 @@ EXAMPLES = f"""examples:
   python -m training calibrate --model all --data-dir ../shared/data/mnist   # no retraining
   python -m training verify-pieces --model cnn --data-dir ../shared/data/mnist   # /read's piece_score
   python -m training read-pairs --model cnn --data-dir ../shared/data/mnist   # /read's pair.onnx
+  python -m training read-lines --model cnn --data-dir ../shared/data/mnist   # /read's line.onnx
   python -m training evaluate --data-dir ../shared/data/mnist
   python -m training export-explain --data-dir ../shared/data/mnist   # explain.onnx for every model
   python -m training nondigits --out build/nondigits        # look at the evaluation non-digits
@@ -59,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _data_options(pairs)
     pairs.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="cnn", help="which model (default cnn)")
+
+    lines = commands.add_parser(
+        "read-lines", help="(re)train a model's line reader for /read (line.onnx, the whole number); model untouched"
+    )
+    _data_options(lines)
+    lines.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="cnn", help="which model (default cnn)")
 
     evaluate = commands.add_parser("evaluate", help="measure the ONNX models in the models directory")
     _data_options(evaluate)
@@ -155,6 +162,17 @@ def run_read_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_read_lines(args: argparse.Namespace) -> int:
+    from training.line_reader import export_line_reader
+
+    data = _load(args)
+    for name in _names(args.model):
+        card = export_line_reader(args.models_dir / name, data)
+        assert card.line_reader is not None
+        print(f"{name}: line reader: validation lines read {card.line_reader.validation.lines_read:.2%}")
+    return 0
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from app.cards import read_card
     from training.evaluate import evaluate
@@ -227,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "calibrate": run_calibrate,
         "verify-pieces": run_verify_pieces,
         "read-pairs": run_read_pairs,
+        "read-lines": run_read_lines,
         "evaluate": run_evaluate,
         "export-explain": run_export_explain,
         "nondigits": run_nondigits,

@@ -22,10 +22,8 @@ commonest failure of touching pairs the reader does not cause), read at SHIFTS: 
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import keras
@@ -41,7 +39,7 @@ from app.cards import PAIR_INPUT, PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE, ModelCard, 
 from app.preprocess import model_input
 from app.reading import PairAnswers
 from app.runtime.pair_reader import read_runs
-from training import export, pairs, report
+from training import export, pairs, pieces, report
 from training.data import Mnist
 
 PAIR_FILE = "pair.onnx"
@@ -210,9 +208,7 @@ def rates(answers: PairAnswers, labels: np.ndarray) -> PairRates:
 def labelled_runs(images: np.ndarray, labels: np.ndarray, lines: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """training.pairs' runs of `lines` lines, cut CHUNK lines at a time in parallel processes (seeds seed, seed + 1,
     ...): the same runs whatever the machine's cores."""
-    chunks = [(seed + i, min(CHUNK, lines - start)) for i, start in enumerate(range(0, lines, CHUNK))]
-    with ProcessPoolExecutor(mp_context=multiprocessing.get_context("spawn")) as pool:  # TensorFlow is loaded: no fork
-        parts = list(pool.map(pairs.labelled_pairs, *zip(*[(images, labels, n, s) for s, n in chunks], strict=True)))
+    parts = pieces.in_chunks(pairs.labelled_pairs, images, labels, lines, seed, CHUNK)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 

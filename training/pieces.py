@@ -16,8 +16,11 @@ through its bar as a 7: the pieces /read weighs are rarely so tidy.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import multiprocessing
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +30,7 @@ from app.errors import ServiceError
 from app.preprocess import Gray
 from app.reading import Mask, Piece, Plan, plan_reading
 
+T = TypeVar("T")
 Rng = np.random.Generator
 Images = npt.NDArray[np.uint8]
 Labels = npt.NDArray[np.int64]
@@ -82,10 +86,16 @@ def restroked(rng: Rng, ink: Gray) -> Gray:
     return thin if thin.max() > INK else ink  # an eroded hairline that vanished stays as it was
 
 
-def written_line(rng: Rng, images: Images, labels: npt.NDArray[np.uint8], touching: float = TOUCHING) -> Line:
-    """2-4 random digits side by side at one height and slant, baselines jittered, a share `touching` of the gaps
-    touching."""
-    picks = rng.integers(0, len(images), int(rng.integers(2, 5)))
+def written_line(
+    rng: Rng,
+    images: Images,
+    labels: npt.NDArray[np.uint8],
+    touching: float = TOUCHING,
+    digits: tuple[int, int] = (2, 4),
+) -> Line:
+    """`digits` (fewest, most) random digits side by side at one height and slant, baselines jittered, a share
+    `touching` of the gaps touching."""
+    picks = rng.integers(0, len(images), int(rng.integers(digits[0], digits[1] + 1)))
     height, slant = int(rng.integers(28, 90)), float(rng.uniform(-0.25, 0.25))
     glyphs = [restroked(rng, glyph(images[i], max(12, round(height * rng.uniform(0.85, 1.15))), slant)) for i in picks]
     gaps = [
@@ -144,6 +154,21 @@ def planned_lines(
             yield line, plan_reading(line.ink)
         except ServiceError:
             continue
+
+
+def in_chunks(
+    make: Callable[[Images, npt.NDArray[np.uint8], int, int], T],
+    images: Images,
+    labels: npt.NDArray[np.uint8],
+    lines: int,
+    seed: int,
+    chunk: int,
+) -> list[T]:
+    """make(images, labels, n, seed + i) for the i-th chunk of `chunk` lines, in parallel processes: the same lines
+    whatever the machine's cores."""
+    chunks = [(seed + i, min(chunk, lines - start)) for i, start in enumerate(range(0, lines, chunk))]
+    with ProcessPoolExecutor(mp_context=multiprocessing.get_context("spawn")) as pool:  # TensorFlow is loaded: no fork
+        return list(pool.map(make, *zip(*[(images, labels, n, s) for s, n in chunks], strict=True)))
 
 
 def labelled_pieces(images: Images, labels: npt.NDArray[np.uint8], lines: int, seed: int) -> tuple[Images, Labels]:

@@ -21,6 +21,7 @@ from app.cards import (
     INPUT_SHAPE,
     MANIFEST_FILE,
     ActivationLayer,
+    LineReader,
     Manifest,
     ManifestEntry,
     ModelCard,
@@ -175,7 +176,7 @@ def publish(name: str, trained: Trained, data: Mnist, models_dir: Path) -> Model
         data_checksums=data.checksums,
         library_versions=library_versions(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
-        pair_reader=kept_pair_reader(folder),
+        **kept_readers(folder),
     )
     write_json(folder / CARD_FILE, card)
     relative = [str(f.relative_to(folder)) for f in figures]
@@ -184,16 +185,22 @@ def publish(name: str, trained: Trained, data: Mnist, models_dir: Path) -> Model
     return card
 
 
-def kept_pair_reader(folder: Path) -> PairReader | None:
-    """The folder's pair reader, while its file is the one its card names: it reads the ink, not the model's
-    outputs, so a retrained model keeps it."""
+def kept_readers(folder: Path) -> dict[str, PairReader | LineReader]:
+    """The folder's pair and line readers (card field -> section), each while its file is the one its card names:
+    they read the ink, not the model's outputs, so a retrained model keeps them."""
     path = folder / CARD_FILE
-    previous = ModelCard.model_validate_json(path.read_text()).pair_reader if path.is_file() else None
-    if previous is None or not (folder / previous.file).is_file():
-        return None
-    return (
-        previous if hashlib.sha256((folder / previous.file).read_bytes()).hexdigest() == previous.file_sha256 else None
-    )
+    if not path.is_file():
+        return {}
+    previous = ModelCard.model_validate_json(path.read_text())
+    kept: dict[str, PairReader | LineReader] = {}
+    for name, section in (("pair_reader", previous.pair_reader), ("line_reader", previous.line_reader)):
+        if section is not None and _matches(folder / section.file, section.file_sha256):
+            kept[name] = section
+    return kept
+
+
+def _matches(path: Path, sha256: str) -> bool:
+    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256
 
 
 def rewrite_model(folder: Path, card: ModelCard, proto: onnx.ModelProto) -> ModelCard:

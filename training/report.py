@@ -315,4 +315,17 @@ def _trust_lines(card: ModelCard) -> list[str]:
             f"| one digit, three, a digit and a fragment | {v.others:,} | | {v.others_caught:.2%} |",
             "",
         ]
+    if card.line_reader:
+        r, t = card.line_reader, card.line_reader.training
+        lines += [
+            "## Line reader (/read)",
+            "",
+            f"`{r.file}` ({r.file_bytes:,} bytes, {r.parameters:,} parameters, sha256 `{r.file_sha256[:16]}...`), a"
+            " network of its own beside the model that reads the whole number uncut (CTC): /read weighs the texts it"
+            f" finds likely against the reading graph's. Network: {r.network}. Trained on {t['lines']:,} written"
+            f" lines of 1-8 MNIST training digits on generated paper, {t['epochs']} epochs. Lines of MNIST validation"
+            f" digits written the same way read right on their own: {r.validation.lines_read:.2%} of"
+            f" {r.validation.lines:,}.",
+            "",
+        ]
     return lines

@@ -61,16 +61,18 @@ class LoadedModel:
     loaded_at: float | None = None  # Unix time the version started serving
     batcher: Batcher | None = None
     observe_run: Observer | None = None  # (images, seconds) of each ONNX Runtime call
-    # Open explain.onnx (app.runtime.explainer) and pair.onnx (app.runtime.pair_reader) in this process, wherever the
-    # model runs: explanations and /read call them here
+    # Open explain.onnx (app.runtime.explainer), pair.onnx (app.runtime.pair_reader) and line.onnx
+    # (app.runtime.line_reader) in this process, wherever the model runs: explanations and /read call them here
     open_explainer: Callable[[], ort.InferenceSession | None] | None = None
     open_pair_reader: Callable[[], ort.InferenceSession | None] | None = None
+    open_line_reader: Callable[[], ort.InferenceSession | None] | None = None
     unloaded: bool = False  # unloaded on request, not failed
     _in_flight: int = 0
     _idle: asyncio.Event | None = None
     _successor: Callable[[], LoadedModel] | None = None  # set once a newer version (or none) replaces it
     _explainer: ort.InferenceSession | None = None
     _pair_reader: ort.InferenceSession | None = None
+    _line_reader: ort.InferenceSession | None = None
 
     @property
     def explainer(self) -> ort.InferenceSession | None:
@@ -86,6 +88,13 @@ class LoadedModel:
         if self.open_pair_reader is not None:
             self._pair_reader, self.open_pair_reader = self.open_pair_reader(), None
         return self._pair_reader
+
+    @property
+    def line_reader(self) -> ort.InferenceSession | None:
+        """line.onnx's session, opened at the first /read, as the pair reader is."""
+        if self.open_line_reader is not None:
+            self._line_reader, self.open_line_reader = self.open_line_reader(), None
+        return self._line_reader
 
     @property
     def available(self) -> bool:

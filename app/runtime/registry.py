@@ -20,6 +20,7 @@ from app.errors import DefaultModelRequired, ModelLoadFailed, ModelUnavailable, 
 from app.runtime.batcher import Batcher, Observer
 from app.runtime.executor import Executor, InThreads
 from app.runtime.explainer import open_explainer
+from app.runtime.line_reader import open_line_reader
 from app.runtime.model import LoadedModel, ModelState, Stamp, folder_stamp, verified_card
 from app.runtime.pair_reader import open_pair_reader
 from app.runtime.process import ModelProcess, ModelProcessLost
@@ -207,6 +208,7 @@ class Registry:
             providers=providers,
             open_explainer=functools.partial(open_explainer, folder, card, providers, options),
             open_pair_reader=functools.partial(open_pair_reader, folder, card, providers, options),
+            open_line_reader=functools.partial(open_line_reader, folder, card, providers, options),
             revision=card.file_sha256[:12],
             loaded_at=time.time(),
             observe_run=self._observers.inference(name),

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from app.admission import Budget, DecodePool
-from app.cards import PAIR_INPUT
+from app.cards import LINE_INPUT, PAIR_INPUT
 from app.dataplane import (
     CONCURRENT_EXPLANATIONS,
     NOT_A_DIGIT,
@@ -593,6 +593,32 @@ def test_a_cancelled_explanation_leaves_its_thread_at_once(
         work.release.set()
 
 
+class SpyLineReader:
+    """line.onnx as it is, recording the shape of every call."""
+
+    def __init__(self, session: object) -> None:
+        self.session, self.calls = session, []  # type: ignore[var-annotated]
+
+    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.calls.append(feed[LINE_INPUT].shape)
+        return self.session.run(names, feed)  # type: ignore[attr-defined,no-any-return]
+
+
+def test_the_whole_line_goes_to_the_models_line_reader_in_one_call(
+    dataplane: DataPlane, mnist_sample: Mnist, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = dataplane.model("cnn")
+    spy = SpyLineReader(loaded.line_reader)
+    assert spy.session is not None
+    monkeypatch.setattr(loaded, "_line_reader", spy)
+    indices = [1, 3, 2, 5]
+    reading = run(dataplane.read_number(number_of(mnist_sample, indices), model="cnn", base_url=BASE))
+    assert reading.text == "".join(str(mnist_sample.test.labels[i]) for i in indices)
+    assert len(spy.calls) == 1
+    assert spy.calls[0][:2] == (1, 32)
+    assert spy.calls[0][2] % 4 == 0
+
+
 class SurePairReader:
     """A stand-in pair.onnx: every run is surely the pair "97"; counts its calls."""
 
@@ -614,6 +640,8 @@ def test_touching_digits_go_to_the_models_pair_reader_in_one_call(
     loaded, reader = dataplane.model("cnn"), SurePairReader()
     monkeypatch.setattr(loaded, "open_pair_reader", None)
     monkeypatch.setattr(loaded, "_pair_reader", reader)
+    monkeypatch.setattr(loaded, "open_line_reader", None)  # the line reader would read the "04" it sees
+    monkeypatch.setattr(loaded, "_line_reader", None)
     touching = number_of(mnist_sample, [3, 4], step=16)  # a 0 and a 4 whose ink joins
     reading = run(dataplane.read_number(touching, model="cnn", base_url=BASE))
     assert reading.text == "97"

@@ -19,7 +19,7 @@ from app.runtime.pair_reader import read_runs
 from tests.helpers import MODELS_DIR
 from training import export, pair_reader, pairs, pieces, report
 from training.data import Mnist
-from training.pipeline import kept_pair_reader
+from training.pipeline import kept_readers
 
 
 @pytest.fixture(scope="module")
@@ -153,14 +153,17 @@ def test_exporting_writes_the_file_its_card_names(mnist_sample: Mnist, tmp_path:
     assert answers.score.shape == (3, 1)
 
 
-def test_a_retrained_model_keeps_its_pair_reader_while_the_file_matches(tmp_path: Path) -> None:
+def test_a_retrained_model_keeps_its_readers_while_their_files_match(tmp_path: Path) -> None:
     folder = Path(shutil.copytree(MODELS_DIR / "cnn", tmp_path / "cnn", ignore=shutil.ignore_patterns("figures")))
-    section = read_card(folder).pair_reader
-    assert section is not None
-    assert kept_pair_reader(folder) == section
+    card = read_card(folder)
+    assert card.pair_reader is not None
+    assert card.line_reader is not None
+    assert kept_readers(folder) == {"pair_reader": card.pair_reader, "line_reader": card.line_reader}
     (folder / "pair.onnx").write_bytes(b"another reader")
-    assert kept_pair_reader(folder) is None
-    assert kept_pair_reader(tmp_path) is None  # no card at all
+    assert kept_readers(folder) == {"line_reader": card.line_reader}
+    (folder / "line.onnx").unlink()
+    assert kept_readers(folder) == {}
+    assert kept_readers(tmp_path) == {}  # no card at all
 
 
 def test_the_cli_step_is_listed(tmp_path: Path) -> None:

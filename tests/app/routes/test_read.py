@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.reading import PIECE_CONFIDENCE
+from app.reading import PIECE_CONFIDENCE, line_confidence, plan_upload, text_log_likelihood
+from app.runtime.line_reader import read_line
+from app.runtime.session import CPU
 from tests.app.routes.test_errors import BAD_UPLOADS
-from tests.helpers import encode
+from tests.helpers import MODELS_DIR, encode
 from training.data import Mnist
 
 
@@ -25,15 +28,20 @@ def number_of(mnist: Mnist, indices: list[int], *, cell: int = 40) -> np.ndarray
 
 def test_read_multipart(client: TestClient, mnist_sample: Mnist) -> None:
     indices = [1, 3, 2, 8]  # 2 0 1 5
-    response = client.post("/read", files={"file": ("n.png", encode(number_of(mnist_sample, indices)), "image/png")})
+    image = encode(number_of(mnist_sample, indices))
+    response = client.post("/read", files={"file": ("n.png", image, "image/png")})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["text"] == "".join(str(mnist_sample.test.labels[i]) for i in indices)
     assert set(body) == {"text", "confidence", "model", "model_version", "digits", "ignored"}
     assert (body["model"], body["model_version"]) == ("cnn", "1")
-    # The whole text's confidence: each digit's, tempered by the piece verifier's score for its box.
+    # The whole text's confidence: each digit's, tempered by the piece verifier's score for its box, weighed with the
+    # line reader's probability of the text.
     weighed = [d["confidence"] * d["piece_score"] ** PIECE_CONFIDENCE for d in body["digits"]]
-    assert body["confidence"] == pytest.approx(np.prod(weighed))
+    line = ort.InferenceSession(str(MODELS_DIR / "cnn" / "line.onnx"), providers=[CPU])
+    frames = read_line(line, plan_upload(image).line)
+    expected = line_confidence(float(np.prod(weighed)), text_log_likelihood(frames, body["text"]))
+    assert body["confidence"] == pytest.approx(expected, rel=1e-5)
     assert body["ignored"] == []
     for k, digit in enumerate(body["digits"]):
         assert set(digit) == {

@@ -1,0 +1,166 @@
+"""The line reader's side of /read: the line it is given, its texts (CTC), and how they are weighed with the graph."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from app.reading import (
+    CONFIDENCE_WEIGHT,
+    EMPTY,
+    LINE_FILL,
+    LINE_HEIGHT,
+    LINE_STRIDE,
+    LINE_WEIGHT,
+    MAX_LINE_WIDTH,
+    Plan,
+    Segment,
+    best_path,
+    best_texts,
+    digit_logs,
+    plan_reading,
+    read_as,
+    text_edges,
+    text_log_likelihood,
+    weigh_line,
+)
+
+BLANK = 10
+
+
+def log_softmax(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    return (x - np.logaddexp.reduce(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def brute_force(frames: npt.NDArray[np.float32]) -> dict[str, float]:
+    """log p(text) by summing every alignment: collapse repeats, drop blanks (the last class)."""
+    blank = frames.shape[1] - 1
+    found: dict[str, float] = defaultdict(lambda: -math.inf)
+    for path in itertools.product(range(frames.shape[1]), repeat=len(frames)):
+        text = "".join(str(c) for c, _ in itertools.groupby(path) if c != blank)
+        found[text] = float(np.logaddexp(found[text], sum(frames[t, c] for t, c in enumerate(path))))
+    return found
+
+
+@pytest.fixture
+def frames() -> npt.NDArray[np.float32]:
+    """Six frames over the digits 0-2 and the blank: every alignment can be enumerated."""
+    return log_softmax(np.random.default_rng(0).normal(size=(6, 4)) * 2)
+
+
+def test_a_text_s_likelihood_sums_every_alignment_that_spells_it(frames: npt.NDArray[np.float32]) -> None:
+    expected = brute_force(frames)
+    for text in ["", "1", "11", "211", "2121", "0"]:
+        assert text_log_likelihood(frames, text) == pytest.approx(expected[text], abs=1e-5)
+    assert math.isinf(text_log_likelihood(frames, "1111"))  # three blanks and four 1s need seven frames
+
+
+def test_the_beam_search_finds_the_likeliest_texts_in_order(frames: npt.NDArray[np.float32]) -> None:
+    expected = sorted(((t, p) for t, p in brute_force(frames).items() if t), key=lambda found: -found[1])
+    found = best_texts(frames, beam=50)
+    assert [t for t, _ in found[:4]] == [t for t, _ in expected[:4]]
+    assert [p for _, p in found[:4]] == pytest.approx([p for _, p in expected[:4]], abs=1e-5)
+    assert [t for t, _ in best_texts(frames, beam=2)] == [t for t, _ in expected[:2]]
+
+
+def test_a_held_digit_is_one_and_a_blank_parts_two() -> None:
+    one, blank = np.full(11, -20.0, np.float32), np.full(11, -20.0, np.float32)
+    one[1], blank[BLANK] = 0.0, 0.0
+    assert best_texts(np.stack([one, one, one]))[0][0] == "1"
+    assert best_texts(np.stack([one, blank, one]))[0][0] == "11"
+
+
+def line_graph() -> tuple[Plan, list[tuple[Segment, float]], npt.NDArray[np.float32]]:
+    """Two parts of one group (nodes 0 | 1 | 2, the cut at node 1 crossing one stroke): read whole, piece 2 is a
+    sure 8; apart, pieces 0 and 1 are a likely 8 and 1. The graph alone reads the whole."""
+    logits = np.full((3, 10), -4.0, np.float32)
+    logits[0, 8], logits[1, 1], logits[2, 8] = 2.0, 3.0, 6.0
+    segments = [Segment(0, 1, 0), Segment(0, 2, 2), Segment(1, 2, 1)]
+    plan = Plan(pieces=[], segments=segments, node_cuts=[None, 1.0, None], ignored=[])
+    evidence = CONFIDENCE_WEIGHT * np.log(np.exp(log_softmax(logits.astype(np.float64))).max(axis=1))
+    return plan, [(s, float(evidence[s.piece])) for s in segments], logits
+
+
+def sure_of(text: str, frames: int = 8) -> npt.NDArray[np.float32]:
+    """A line reader sure of `text`: each digit held two frames, blanks between."""
+    rows = np.full((frames, 11), math.log(1e-6), np.float32)
+    rows[:, BLANK] = 0.0
+    for i, c in enumerate(text):
+        rows[2 * i + 1, BLANK], rows[2 * i + 1, int(c)] = math.log(1e-6), 0.0
+    return log_softmax(rows.astype(np.float64))
+
+
+def test_reading_a_text_follows_the_graph_and_pays_for_a_digit_the_model_doubts() -> None:
+    plan, scored, logits = line_graph()
+    edges = text_edges(plan, scored, digit_logs(logits, None))
+    whole = best_path(plan, [s for s, _ in scored], [v for _, v in scored])
+    found = read_as(plan, edges, "8")
+    assert found is not None
+    assert [s for s, _ in found[1]] == whole
+    assert found[0] == pytest.approx(scored[1][1])
+    apart = read_as(plan, edges, "81")
+    assert apart is not None
+    assert [(s.piece, d) for s, d in apart[1]] == [(0, [8]), (1, [1])]
+    assert apart[0] == pytest.approx(scored[0][1] + scored[2][1] - 0.25 - 0.5 * 1.0)  # the cut and its stroke
+    doubted = read_as(plan, edges, "3")  # the whole read as a 3, which the model gives e^-10 of an 8
+    assert doubted is not None
+    assert doubted[0] == pytest.approx(scored[1][1] - CONFIDENCE_WEIGHT * 10.0, rel=1e-4)
+    assert read_as(plan, edges, "811") is None  # more digits than the graph has pieces
+
+
+def test_the_line_reader_s_count_of_digits_outweighs_a_merged_reading() -> None:
+    plan, scored, logits = line_graph()
+    reads = digit_logs(logits, None)
+    chosen = weigh_line(plan, scored, reads, sure_of("81"), "8")
+    assert chosen is not None
+    assert "".join(str(d) for _, ds in chosen for d in ds) == "81"
+    kept = weigh_line(plan, scored, reads, sure_of("8"), "8")
+    assert kept is not None
+    assert [s.piece for s, _ in kept] == [2]
+    assert weigh_line(plan, scored, reads, sure_of("7777"), "8") is not None  # the graph's own text stays a candidate
+    assert LINE_WEIGHT > 0
+
+
+def test_a_passed_mark_reads_no_digit_and_a_pair_two() -> None:
+    logits = np.zeros((1, 10), np.float32)
+    from app.reading import PairAnswers
+
+    left, right = np.full((1, 10), 0.01, np.float32), np.full((1, 10), 0.01, np.float32)
+    left[0, 4], right[0, 2] = 0.91, 0.91
+    reads = digit_logs(logits, PairAnswers(left, right, np.ones((1, 1), np.float32)))
+    assert reads(Segment(0, 1, EMPTY)) == []
+    pair = reads(Segment(0, 2, 0, pair=0, second=0))
+    assert [int(r.argmax()) for r in pair] == [4, 2]
+    assert pair[0][4] == pytest.approx(math.log(0.91))
+
+
+def test_the_line_holds_only_the_number_s_ink_fitted_to_the_reader_s_height() -> None:
+    ink = np.zeros((200, 400), np.float32)
+    ink[40:130, 50:60] = 1.0  # a 1, 90 px tall
+    ink[40:130, 100:150] = 0.8  # a block, a little fainter
+    ink[160:166, 30:380] = 1.0  # an underline
+    ink[5:8, 380:383] = 1.0  # a speck
+    line = plan_reading(ink).line
+    assert line is not None
+    assert line.dtype == np.uint8
+    assert line.shape[0] == LINE_HEIGHT
+    assert line.shape[1] % LINE_STRIDE == 0
+    rows = np.flatnonzero(line.max(axis=1) > 0)
+    assert rows[-1] - rows[0] + 1 == LINE_FILL  # fitted to the digits alone: the underline and speck are not in it
+    columns = np.flatnonzero(line.max(axis=0) > 0)
+    assert columns[-1] - columns[0] + 1 == pytest.approx(100 * LINE_FILL / 90, abs=1)
+    assert line.max() == 255  # the brightest strokes at full ink
+
+
+def test_a_very_long_line_is_squeezed_to_the_widest_line() -> None:
+    ink = np.zeros((40, 8000), np.float32)
+    for left in range(10, 7900, 400):
+        ink[5:35, left : left + 8] = 1.0
+    line = plan_reading(ink).line
+    assert line is not None
+    assert line.shape == (LINE_HEIGHT, MAX_LINE_WIDTH)
