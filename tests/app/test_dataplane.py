@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app import dataplane as dataplane_module
 from app.admission import Budget, DecodePool
 from app.cards import LINE_INPUT, PAIR_INPUT
 from app.dataplane import (
@@ -35,6 +36,7 @@ from app.errors import (
     BlankImage,
     ImageTooLarge,
     InvalidInferenceRequest,
+    NoDigits,
     UnknownLayer,
     UnknownMethod,
     UnknownModel,
@@ -42,7 +44,7 @@ from app.errors import (
 from app.explain import Options
 from app.main import runtime_config
 from app.preprocess import Limits
-from app.reading import Ignored, ReadDigit, Reading
+from app.reading import PIECE_CONFIDENCE, Ignored, ReadDigit, Reading, line_confidence, text_log_likelihood
 from app.runtime.model import LoadedModel
 from app.runtime.registry import load_registry
 from app.settings import Settings
@@ -360,6 +362,33 @@ def test_a_batch_of_numbers_reads_each_file_with_one_model_call(
         f"{labels[0]}{labels[4]}",
     ]
     assert len(calls) == 2  # each readable image in one call; nothing to call the model for in the others
+    first = batch.results[0].reading
+    assert first is not None
+    assert all(d.activations_url.startswith(BASE) for d in first.digits)
+
+
+def test_a_batch_file_the_reading_finds_no_digit_in_gets_its_own_error(
+    dataplane: DataPlane, mnist_sample: Mnist, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """resolve's NoDigits (every piece a passed mark) for the first file only: the second is still read."""
+    real, seen = dataplane_module.resolve, []
+
+    def first_has_none(*args: object, **kwargs: object) -> Reading:
+        seen.append(1)
+        if len(seen) == 1:
+            raise NoDigits("Nothing in the image looks like a digit.")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dataplane_module, "resolve", first_has_none)
+    uploads = [("a.png", number_of(mnist_sample, [1, 3])), ("b.png", number_of(mnist_sample, [0, 4]))]
+    batch = run(dataplane.read_numbers(uploads, model="lenet", base_url=BASE))
+    assert [item.filename for item in batch.results] == ["a.png", "b.png"]
+    assert batch.results[0].error is not None
+    assert batch.results[0].error.code == "no_digits"
+    assert batch.results[0].reading is None
+    labels = mnist_sample.test.labels
+    assert batch.results[1].reading is not None
+    assert batch.results[1].reading.text == f"{labels[0]}{labels[4]}"
 
 
 def test_a_reading_reports_each_digits_own_verdict_pixels_and_box(dataplane: DataPlane, mnist_sample: Mnist) -> None:
@@ -601,7 +630,8 @@ class SpyLineReader:
 
     def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         self.calls.append(feed[LINE_INPUT].shape)
-        return self.session.run(names, feed)  # type: ignore[attr-defined,no-any-return]
+        self.answers = self.session.run(names, feed)  # type: ignore[attr-defined]
+        return self.answers  # type: ignore[no-any-return]
 
 
 def test_the_whole_line_goes_to_the_models_line_reader_in_one_call(
@@ -617,6 +647,12 @@ def test_the_whole_line_goes_to_the_models_line_reader_in_one_call(
     assert len(spy.calls) == 1
     assert spy.calls[0][:2] == (1, 32)
     assert spy.calls[0][2] % 4 == 0
+    # The verifier's scores and the line reader's answer both reach the reading: its confidence weighs them.
+    weighed = [d.confidence * d.piece_score**PIECE_CONFIDENCE for d in reading.digits if d.piece_score is not None]
+    assert len(weighed) == len(indices)
+    frames = spy.answers[0][0]
+    expected = line_confidence(float(np.prod(weighed)), text_log_likelihood(frames, reading.text))
+    assert reading.confidence == pytest.approx(expected, rel=1e-5)
 
 
 class SurePairReader:

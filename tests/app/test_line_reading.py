@@ -13,18 +13,24 @@ import pytest
 from app.reading import (
     CONFIDENCE_WEIGHT,
     EMPTY,
+    LINE_CONFIDENCE,
     LINE_FILL,
     LINE_HEIGHT,
+    LINE_MARGIN,
     LINE_STRIDE,
     LINE_WEIGHT,
     MAX_LINE_WIDTH,
+    PairAnswers,
     Plan,
     Segment,
     best_path,
     best_texts,
     digit_logs,
+    line_confidence,
+    number_line,
     plan_reading,
     read_as,
+    resolve,
     text_edges,
     text_log_likelihood,
     weigh_line,
@@ -128,8 +134,6 @@ def test_the_line_reader_s_count_of_digits_outweighs_a_merged_reading() -> None:
 
 def test_a_passed_mark_reads_no_digit_and_a_pair_two() -> None:
     logits = np.zeros((1, 10), np.float32)
-    from app.reading import PairAnswers
-
     left, right = np.full((1, 10), 0.01, np.float32), np.full((1, 10), 0.01, np.float32)
     left[0, 4], right[0, 2] = 0.91, 0.91
     reads = digit_logs(logits, PairAnswers(left, right, np.ones((1, 1), np.float32)))
@@ -145,16 +149,22 @@ def test_the_line_holds_only_the_number_s_ink_fitted_to_the_reader_s_height() ->
     ink[40:130, 100:150] = 0.8  # a block, a little fainter
     ink[160:166, 30:380] = 1.0  # an underline
     ink[5:8, 380:383] = 1.0  # a speck
+    ink[80:83, 75:78] = 1.0  # a decimal point between them
     line = plan_reading(ink).line
     assert line is not None
     assert line.dtype == np.uint8
     assert line.shape[0] == LINE_HEIGHT
     assert line.shape[1] % LINE_STRIDE == 0
     rows = np.flatnonzero(line.max(axis=1) > 0)
-    assert rows[-1] - rows[0] + 1 == LINE_FILL  # fitted to the digits alone: the underline and speck are not in it
+    assert (rows[0], rows[-1] + 1) == ((LINE_HEIGHT - LINE_FILL) // 2, (LINE_HEIGHT + LINE_FILL) // 2)
     columns = np.flatnonzero(line.max(axis=0) > 0)
+    assert columns[0] == LINE_MARGIN
     assert columns[-1] - columns[0] + 1 == pytest.approx(100 * LINE_FILL / 90, abs=1)
-    assert line.max() == 255  # the brightest strokes at full ink
+    assert line.shape[1] - 1 - columns[-1] >= LINE_MARGIN
+    gap = line[:, LINE_MARGIN + round(12 * LINE_FILL / 90) : LINE_MARGIN + round(48 * LINE_FILL / 90)]
+    assert gap.max() == 0  # the point, an ignored mark, is not in it
+    assert line.max() == 255  # the brightest strokes at full ink...
+    assert 150 < line[LINE_HEIGHT // 2, columns[-1] - 3] < 255  # ... the fainter block fainter
 
 
 def test_a_very_long_line_is_squeezed_to_the_widest_line() -> None:
@@ -164,3 +174,50 @@ def test_a_very_long_line_is_squeezed_to_the_widest_line() -> None:
     line = plan_reading(ink).line
     assert line is not None
     assert line.shape == (LINE_HEIGHT, MAX_LINE_WIDTH)
+
+
+def test_the_confidence_weighs_the_digits_and_the_line_reader_on_the_logit_scale() -> None:
+    a, b, c = LINE_CONFIDENCE
+    assert line_confidence(0.9, math.log(0.5)) == pytest.approx(1 / (1 + math.exp(-(a * math.log(9) + c))))
+    assert line_confidence(0.5, math.log(0.9)) == pytest.approx(1 / (1 + math.exp(-(b * math.log(9) + c))))
+    assert line_confidence(0.9, math.log(0.9)) < line_confidence(0.99, math.log(0.9)) < line_confidence(0.99, 0.0)
+    assert 0.99 < line_confidence(1.0, 0.0) < 1.0  # both sure: clamped, not certain
+    assert line_confidence(0.0, -math.inf) < 0.01
+
+
+def two_bars() -> npt.NDArray[np.float32]:
+    """Two upright strokes apart: two groups, each read alone or joined."""
+    ink = np.zeros((100, 160), np.float32)
+    ink[20:80, 40:48] = ink[20:80, 100:108] = 1.0
+    return ink
+
+
+def test_the_training_lines_are_the_lines_read_plans() -> None:
+    ink = two_bars()
+    line = plan_reading(ink).line
+    assert line is not None
+    assert np.array_equal(number_line(ink), line)
+
+
+def test_a_digit_the_line_reader_reads_otherwise_reports_the_model_s_probability_of_it() -> None:
+    """Two strokes the model reads as 1s, the first one barely (a 7 at 0.4); a line reader sure of "71" makes the
+    first a 7, with the model's probability of a 7 as its confidence, and the number's confidence weighs both."""
+    plan = plan_reading(two_bars())
+    assert plan.line is not None
+    logits = np.full((len(plan.pieces), 10), -9.0, np.float32)
+    logits[:, 1] = 0.0
+    first = next(s.piece for s in plan.segments if s.start == 0 and s.end == 1)
+    logits[first, 7] = math.log(0.4 / 0.6)
+    probabilities = np.exp(log_softmax(logits.astype(np.float64)))
+    frames = sure_of("71", plan.line.shape[1] // LINE_STRIDE)
+    alone = resolve(plan, probabilities, logits)
+    assert alone.text == "11"
+    read = resolve(plan, probabilities, logits, line=frames)
+    assert read.text == "71"
+    assert [d.digit for d in read.digits] == [7, 1]
+    assert read.digits[0].confidence == pytest.approx(probabilities[first, 7])
+    product = math.prod(d.confidence for d in read.digits)
+    assert read.confidence == pytest.approx(line_confidence(product, text_log_likelihood(frames, "71")))
+    kept = resolve(plan, probabilities, logits, line=sure_of("11", plan.line.shape[1] // LINE_STRIDE))
+    assert kept.text == "11"
+    assert kept.confidence > read.confidence
