@@ -41,8 +41,9 @@ from PIL import Image
 
 from app.cards import LINE_INPUT, LINE_OUTPUT, LineRates, LineReader, ModelCard, read_card
 from app.errors import ServiceError
-from app.preprocess import load_image, open_image
+from app.preprocess import load_image, model_input, open_image
 from app.reading import LINE_HEIGHT, LINE_STRIDE, best_texts, ink_of, number_line
+from app.runtime.line_reader import read_line
 from training import export, pieces, report
 from training.data import Mnist
 
@@ -194,10 +195,7 @@ def reader_graph(model: keras.Model) -> tuple[onnx.ModelProto, Callable[[np.ndar
 
 def read_lines(session: ort.InferenceSession, lines: list[npt.NDArray[np.uint8]]) -> list[str]:
     """The line reader's likeliest text of each line, one call each as /read makes it."""
-    return [
-        best_texts(session.run(None, {LINE_INPUT: line[None, :, :, None] / np.float32(255)})[0][0])[0][0]
-        for line in lines
-    ]
+    return [best_texts(read_line(session, line))[0][0] for line in lines]
 
 
 def rates(read: list[str], texts: list[str]) -> LineRates:
@@ -224,8 +222,8 @@ def export_line_reader(
     proto, reference = reader_graph(model)
     content = proto.SerializeToString()
     session = ort.InferenceSession(content, providers=["CPUExecutionProvider"])
-    probe = val_lines[0][None, :, :, None] / np.float32(255)
-    parity = float(np.abs(session.run(None, {LINE_INPUT: probe})[0] - reference(probe)).max())
+    probe = val_lines[0]
+    parity = float(np.abs(read_line(session, probe) - reference(model_input(probe[None]))[0]).max())
     if parity > PARITY:
         raise RuntimeError(f"line.onnx differs from TensorFlow's reader by {parity:.2g}")
     (folder / LINE_FILE).write_bytes(content)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,10 +10,10 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from app.cards import LINE_INPUT, LINE_OUTPUT, ModelCard
+from app.preprocess import model_input
 from app.reading import LINE_HEIGHT
-from app.runtime.session import ModelLoadError, open_companion
+from app.runtime.session import optional_companion
 
-log = logging.getLogger(__name__)
 WARM_UP_WIDTH = 128  # a line of four or five digits
 
 
@@ -25,17 +24,18 @@ def open_line_reader(
     /read still reads, by its graph alone)."""
     if card.line_reader is None:
         return None
-    path = folder / card.line_reader.file
-    try:
-        session = open_companion(path, card.line_reader.file_sha256, {LINE_OUTPUT}, providers, options)
-        read_line(session, np.zeros((LINE_HEIGHT, WARM_UP_WIDTH), np.uint8))
-    except (OSError, ModelLoadError) as exc:
-        log.error("model %s: /read reads without its line reader: %s", card.name, str(exc).splitlines()[0])
-        return None
-    return session
+    return optional_companion(
+        folder / card.line_reader.file,
+        card.line_reader.file_sha256,
+        {LINE_OUTPUT},
+        providers,
+        options,
+        lambda session: read_line(session, np.zeros((LINE_HEIGHT, WARM_UP_WIDTH), np.uint8)),
+        f"model {card.name}: /read reads without its line reader",
+    )
 
 
 def read_line(session: ort.InferenceSession, line: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
     """line.onnx's (T, 11) log-probabilities for a (LINE_HEIGHT, W) uint8 line, as plan.line prepares it."""
-    (frames,) = session.run([LINE_OUTPUT], {LINE_INPUT: line[None, :, :, None].astype(np.float32) / 255})
+    (frames,) = session.run([LINE_OUTPUT], {LINE_INPUT: model_input(line[None])})
     return frames[0]

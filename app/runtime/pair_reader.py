@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,9 +12,8 @@ import onnxruntime as ort
 from app.cards import PAIR_INPUT, PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE, ModelCard
 from app.preprocess import model_input
 from app.reading import PairAnswers
-from app.runtime.session import ModelLoadError, open_companion
+from app.runtime.session import optional_companion
 
-log = logging.getLogger(__name__)
 WARM_UP_BATCH = 8  # runs of a few touching groups
 
 
@@ -26,16 +24,15 @@ def open_pair_reader(
     /read still reads, cutting touching digits apart)."""
     if card.pair_reader is None:
         return None
-    path = folder / card.pair_reader.file
-    try:
-        session = open_companion(
-            path, card.pair_reader.file_sha256, {PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE}, providers, options
-        )
-        read_runs(session, np.zeros((WARM_UP_BATCH, 28, 56), np.uint8))
-    except (OSError, ModelLoadError) as exc:
-        log.error("model %s: /read reads without its pair reader: %s", card.name, str(exc).splitlines()[0])
-        return None
-    return session
+    return optional_companion(
+        folder / card.pair_reader.file,
+        card.pair_reader.file_sha256,
+        {PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE},
+        providers,
+        options,
+        lambda session: read_runs(session, np.zeros((WARM_UP_BATCH, 28, 56), np.uint8)),
+        f"model {card.name}: /read reads without its pair reader",
+    )
 
 
 def read_runs(session: ort.InferenceSession, runs: npt.NDArray[np.uint8]) -> PairAnswers:

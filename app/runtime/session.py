@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -74,6 +74,26 @@ def open_companion(
     missing = outputs - {o.name for o in session.get_outputs()}
     if missing:
         raise ModelLoadError(f"{path} lacks the outputs {', '.join(sorted(missing))}")
+    return session
+
+
+def optional_companion(
+    path: Path,
+    sha256: str,
+    outputs: set[str],
+    providers: Sequence[str],
+    options: ort.SessionOptions,
+    warm_up: Callable[[ort.InferenceSession], object],
+    without: str,
+) -> ort.InferenceSession | None:
+    """open_companion's session, warmed up by one call; None when the file cannot be used, logged as `without` (what
+    the model does without it) and the reason: the model still serves."""
+    try:
+        session = open_companion(path, sha256, outputs, providers, options)
+        warm_up(session)
+    except (OSError, ModelLoadError) as exc:
+        log.error("%s: %s", without, str(exc).splitlines()[0])
+        return None
     return session
 
 
