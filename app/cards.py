@@ -134,6 +134,15 @@ class PieceVerifier(_Frozen):
     validation: PieceRates = Field(description="pieces cut from lines of the MNIST validation split's digits")
 
 
+class CompanionFile(_Frozen):
+    """A graph of its own beside model.onnx (explain.onnx, pair.onnx, line.onnx): the service opens it only when
+    its bytes still hash to what training recorded."""
+
+    file: str
+    file_sha256: str
+    file_bytes: int
+
+
 class PairRates(_Frozen):
     """How the pair reader does on the runs /read's segmenter offers it from lines of validation digits."""
 
@@ -144,14 +153,12 @@ class PairRates(_Frozen):
     others_caught: float = Field(description="share of the other runs (one digit, three, fragments) scoring below 0.5")
 
 
-class PairReader(_Frozen):
+class PairReader(CompanionFile):
     """pair.onnx, /read's reader of two touching digits, a network of its own beside model.onnx (ONNX Runtime runs
     every node of a graph, and /predict must not pay for it). /read offers it each run of parts of one touching
     group that may be two digits; a reading may take both digits from it instead of cutting the run in two."""
 
     file: str = "pair.onnx"
-    file_sha256: str
-    file_bytes: int
     parameters: int
     network: str
     training: dict[str, Any]
@@ -165,13 +172,11 @@ class LineRates(_Frozen):
     lines_read: float = Field(description="share of the lines whose likeliest text is the number written")
 
 
-class LineReader(_Frozen):
+class LineReader(CompanionFile):
     """line.onnx, /read's reader of the whole line at once (CTC), a network of its own beside model.onnx. /read
     weighs the texts it finds likely against the reading graph's."""
 
     file: str = "line.onnx"
-    file_sha256: str
-    file_bytes: int
     parameters: int
     network: str
     training: dict[str, Any]
@@ -212,12 +217,10 @@ class MethodFaithfulness(_Frozen):
     )
 
 
-class Explain(_Frozen):
+class Explain(CompanionFile):
     """Attribution maps: the gradient graph beside model.onnx and the methods the service offers."""
 
     file: str = "explain.onnx"
-    file_sha256: str
-    file_bytes: int
     methods: list[str] = Field(description="the methods offered, the default first")
     gradcam_layer: str | None = Field(None, description="the convolution whose ReLU maps Grad-CAM weighs")
     gradient_check: GradientCheck

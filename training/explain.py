@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from app.cards import (
     read_card,
 )
 from app.explain import integrated_gradients
-from training import report
+from training import export, report
 from training.gradient_graph import explain_model
 
 EXPLAIN_FILE = "explain.onnx"
@@ -101,12 +100,9 @@ def export_explain(folder: Path, digits: npt.NDArray[np.uint8]) -> ModelCard:
     graph, layer = explain_model(onnx.load(folder / card.file))
     data = graph.SerializeToString()
     check = check_gradients(session(str(folder / card.file)), session(data), digits)
-    (folder / EXPLAIN_FILE).write_bytes(data)
     previous = card.explain
     explain = Explain(
-        file=EXPLAIN_FILE,
-        file_sha256=hashlib.sha256(data).hexdigest(),
-        file_bytes=len(data),
+        **export.write_companion(folder, EXPLAIN_FILE, data).model_dump(),
         methods=previous.methods if previous else (CNN_METHODS if card.kind == "cnn" else LINEAR_METHODS),
         gradcam_layer=layer,
         gradient_check=check,

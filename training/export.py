@@ -8,6 +8,7 @@ bias is that class's logit.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from app.cards import INPUT_NAME, Parity
+from app.cards import INPUT_NAME, CompanionFile, Parity
 from training.linear import LinearModel
 
 OPSET = 17
@@ -140,3 +141,10 @@ def check_parity(path: Path, reference: Callable[..., Outputs], images: npt.NDAr
 def save(proto: onnx.ModelProto, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(path))
+
+
+def write_companion(folder: Path, file: str, content: bytes) -> CompanionFile:
+    """`content` written as folder/file, beside the model, and what its card section records of it: the service
+    opens the file only while its bytes hash to this."""
+    (folder / file).write_bytes(content)
+    return CompanionFile(file=file, file_sha256=hashlib.sha256(content).hexdigest(), file_bytes=len(content))

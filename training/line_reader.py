@@ -25,7 +25,6 @@ graph; gaps up to a height wide (a form's boxes) read worse: the README's line r
 
 from __future__ import annotations
 
-import hashlib
 import io
 import time
 from collections.abc import Callable
@@ -228,11 +227,8 @@ def export_line_reader(
     parity = float(np.abs(read_line(session, probe) - reference(model_input(probe[None]))[0]).max())
     if parity > PARITY:
         raise RuntimeError(f"line.onnx differs from TensorFlow's reader by {parity:.2g}")
-    (folder / LINE_FILE).write_bytes(content)
     record = LineReader(
-        file=LINE_FILE,
-        file_sha256=hashlib.sha256(content).hexdigest(),
-        file_bytes=len(content),
+        **export.write_companion(folder, LINE_FILE, content).model_dump(),
         parameters=int(model.count_params()),
         network=f"{LAYERS}; input (N, {LINE_HEIGHT}, W, 1), output (N, W / {LINE_STRIDE}, 11) log-probabilities,"
         " the last the CTC blank; Keras, Adam, CTC loss",

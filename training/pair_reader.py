@@ -21,7 +21,6 @@ commonest failure of touching pairs the reader does not cause), read at SHIFTS: 
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -241,11 +240,8 @@ def export_pair_reader(
     parity = max(float(np.abs(got[name][:PROBE] - expected[name]).max()) for name in expected)
     if parity > PARITY:
         raise RuntimeError(f"pair.onnx differs from TensorFlow's reader by {parity:.2g}")
-    (folder / PAIR_FILE).write_bytes(content)
     record = PairReader(
-        file=PAIR_FILE,
-        file_sha256=hashlib.sha256(content).hexdigest(),
-        file_bytes=len(content),
+        **export.write_companion(folder, PAIR_FILE, content).model_dump(),
         parameters=int(model.count_params()),
         network=network(),
         training={

@@ -19,12 +19,10 @@ def open_explainer(
 ) -> ort.InferenceSession | None:
     """The card's explain.onnx, checked and warmed up; None when the card names none or it cannot be used (logged:
     the model still serves, without the gradient methods)."""
-    if card.explain is None:
-        return None
     images = np.zeros((WARM_UP_BATCH, 28, 28, 1), dtype=np.float32)
     return optional_companion(
-        folder / card.explain.file,
-        card.explain.file_sha256,
+        folder,
+        card.explain,
         {TARGET_LOGIT, INPUT_GRADIENT},
         providers,
         options,

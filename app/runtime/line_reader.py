@@ -22,11 +22,9 @@ def open_line_reader(
 ) -> ort.InferenceSession | None:
     """The card's line.onnx, checked and warmed up; None when the card names none or it cannot be used (logged:
     /read still reads, by its graph alone)."""
-    if card.line_reader is None:
-        return None
     return optional_companion(
-        folder / card.line_reader.file,
-        card.line_reader.file_sha256,
+        folder,
+        card.line_reader,
         {LINE_OUTPUT},
         providers,
         options,

@@ -22,11 +22,9 @@ def open_pair_reader(
 ) -> ort.InferenceSession | None:
     """The card's pair.onnx, checked and warmed up; None when the card names none or it cannot be used (logged:
     /read still reads, cutting touching digits apart)."""
-    if card.pair_reader is None:
-        return None
     return optional_companion(
-        folder / card.pair_reader.file,
-        card.pair_reader.file_sha256,
+        folder,
+        card.pair_reader,
         {PAIR_LEFT, PAIR_RIGHT, PAIR_SCORE},
         providers,
         options,

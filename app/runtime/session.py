@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from app.cards import INPUT_NAME, ModelCard
+from app.cards import INPUT_NAME, CompanionFile, ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,12 @@ def open_session(path: Path, providers: Sequence[str], options: ort.SessionOptio
 
 
 def open_companion(
-    path: Path, sha256: str, outputs: set[str], providers: Sequence[str], options: ort.SessionOptions
+    folder: Path, companion: CompanionFile, outputs: set[str], providers: Sequence[str], options: ort.SessionOptions
 ) -> ort.InferenceSession:
-    """A session on a file beside a model (explain.onnx, pair.onnx) whose checksum matches its card's and whose graph
-    has the outputs the service reads."""
-    if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+    """A session on a file beside a model (explain.onnx, pair.onnx, line.onnx) whose checksum matches its card's and
+    whose graph has the outputs the service reads."""
+    path = folder / companion.file
+    if hashlib.sha256(path.read_bytes()).hexdigest() != companion.file_sha256:
         raise ModelLoadError(f"{path} does not match the checksum in its card")
     session = open_session(path, providers, options)
     missing = outputs - {o.name for o in session.get_outputs()}
@@ -78,18 +79,20 @@ def open_companion(
 
 
 def optional_companion(
-    path: Path,
-    sha256: str,
+    folder: Path,
+    companion: CompanionFile | None,
     outputs: set[str],
     providers: Sequence[str],
     options: ort.SessionOptions,
     warm_up: Callable[[ort.InferenceSession], object],
     without: str,
 ) -> ort.InferenceSession | None:
-    """open_companion's session, warmed up by one call; None when the file cannot be used, logged as `without` (what
-    the model does without it) and the reason: the model still serves."""
+    """open_companion's session, warmed up by one call; None when the card names no such file or it cannot be used,
+    logged as `without` (what the model does without it) and the reason: the model still serves."""
+    if companion is None:
+        return None
     try:
-        session = open_companion(path, sha256, outputs, providers, options)
+        session = open_companion(folder, companion, outputs, providers, options)
         warm_up(session)
     except (OSError, ModelLoadError) as exc:
         log.error("%s: %s", without, str(exc).splitlines()[0])
