@@ -20,6 +20,8 @@ from app.reading import (
     LINE_STRIDE,
     LINE_WEIGHT,
     MAX_LINE_WIDTH,
+    NARROWED_BLANK,
+    WIDE_BLANK,
     PairAnswers,
     Plan,
     Segment,
@@ -168,12 +170,31 @@ def test_the_line_holds_only_the_number_s_ink_fitted_to_the_reader_s_height() ->
 
 
 def test_a_very_long_line_is_squeezed_to_the_widest_line() -> None:
-    ink = np.zeros((40, 8000), np.float32)
-    for left in range(10, 7900, 400):
+    ink = np.zeros((40, 1200), np.float32)
+    for left in range(10, 1150, 30):  # 38 strokes 30 px tall, 22 px apart: 1,064 px at the reader's height
         ink[5:35, left : left + 8] = 1.0
     line = plan_reading(ink).line
     assert line is not None
     assert line.shape == (LINE_HEIGHT, MAX_LINE_WIDTH)
+
+
+def test_a_blank_wider_than_a_digit_is_narrowed_for_the_line_reader() -> None:
+    """Digits in a form's boxes: the blank between them is narrowed to NARROWED_BLANK heights, as the reader learnt
+    blanks; one narrower than WIDE_BLANK heights is kept as it is."""
+    height = 60
+
+    def line_width(blank: int) -> int:
+        ink = np.zeros((100, 100 + blank), np.float32)
+        ink[20 : 20 + height, 40:48] = ink[20 : 20 + height, 48 + blank : 56 + blank] = 1.0
+        line = plan_reading(ink).line
+        assert line is not None
+        columns = np.flatnonzero(line.max(axis=0) > 0)
+        return int(columns[-1] - columns[0] + 1)
+
+    narrowed = round(NARROWED_BLANK * height)
+    assert line_width(250) == pytest.approx((16 + narrowed) * LINE_FILL / height, abs=1)
+    kept = int(WIDE_BLANK * height) - 2
+    assert line_width(kept) == pytest.approx((16 + kept) * LINE_FILL / height, abs=1)
 
 
 def test_the_confidence_weighs_the_digits_and_the_line_reader_on_the_logit_scale() -> None:
