@@ -121,6 +121,21 @@ def test_reading_a_text_follows_the_graph_and_pays_for_a_digit_the_model_doubts(
     assert read_as(plan, edges, "811") is None  # more digits than the graph has pieces
 
 
+def test_of_two_paths_that_spell_a_text_the_better_is_kept() -> None:
+    """Nodes 0-3 read "12" along pieces 0 and 1 (cut at node 1) or along pieces 2 and 3 (cut at node 2), the second
+    path's pieces less sure of their digits; both paths end at node 3 with two digits read, the worse one last."""
+    logits = np.full((4, 10), -4.0, np.float32)
+    logits[0, 1], logits[1, 2], logits[2, 1], logits[3, 2] = 4.0, 4.0, 0.0, 0.0
+    segments = [Segment(0, 1, 0), Segment(0, 2, 2), Segment(1, 3, 1), Segment(2, 3, 3)]
+    plan = Plan(pieces=[], segments=segments, node_cuts=[None, None, None, None], ignored=[])
+    evidence = CONFIDENCE_WEIGHT * np.log(np.exp(log_softmax(logits.astype(np.float64))).max(axis=1))
+    scored = [(s, float(evidence[s.piece])) for s in segments]
+    found = read_as(plan, text_edges(plan, scored, digit_logs(logits, None)), "12")
+    assert found is not None
+    assert [(s.piece, d) for s, d in found[1]] == [(0, [1]), (1, [2])]
+    assert found[0] == pytest.approx(evidence[0] + evidence[1], rel=1e-5)
+
+
 def test_the_line_reader_s_count_of_digits_outweighs_a_merged_reading() -> None:
     plan, scored, logits = line_graph()
     reads = digit_logs(logits, None)
@@ -167,6 +182,14 @@ def test_the_line_holds_only_the_number_s_ink_fitted_to_the_reader_s_height() ->
     assert gap.max() == 0  # the point, an ignored mark, is not in it
     assert line.max() == 255  # the brightest strokes at full ink...
     assert 150 < line[LINE_HEIGHT // 2, columns[-1] - 3] < 255  # ... the fainter block fainter
+
+
+def test_faint_ink_is_brought_to_full_strength_in_the_line() -> None:
+    """Pencil on grey paper: the line reader learnt strokes at 255, whatever the ink's contrast."""
+    ink = two_bars() * 0.4
+    line = plan_reading(ink).line
+    assert line is not None
+    assert line.max() == 255
 
 
 def test_a_very_long_line_is_squeezed_to_the_widest_line() -> None:

@@ -4,6 +4,7 @@ by the bundled CNN through ONNX Runtime, as /read reads them."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +25,8 @@ from app.reading import (
     Group,
     Ignored,
     PairAnswers,
+    PairRun,
+    Piece,
     Plan,
     Reading,
     Segment,
@@ -39,11 +42,13 @@ from app.reading import (
     mark_kind,
     model_evidence,
     otsu_threshold,
+    pair_segments,
     plan_reading,
     plan_upload,
     resolve,
     segment_score,
     shape_prior,
+    two_piece_score,
 )
 from app.runtime.pair_reader import read_runs
 from tests.helpers import MODELS_DIR, encode
@@ -274,11 +279,56 @@ def test_the_best_path_pays_for_the_ink_its_cuts_cross() -> None:
 
 
 def test_a_run_read_as_a_pair_weighs_both_digits_and_its_pair_score() -> None:
-    left = np.array([[0.9] + [0.1 / 9] * 9], np.float32)
-    right = np.array([[0.5, 0.5] + [0.0] * 8], np.float32)
-    evidence = PairAnswers(left, right, np.array([[0.8]], np.float32)).evidence()
-    as_pieces = model_evidence(np.log(np.maximum(np.concatenate([left, right]), 1e-9)))
-    assert evidence[0] == pytest.approx(sum(as_pieces) + PAIR_WEIGHT * np.log(0.8), rel=1e-5)
+    left = np.array([[0.9] + [0.1 / 9] * 9, [0.6, 0.4] + [0.0] * 8], np.float32)
+    right = np.array([[0.5, 0.5] + [0.0] * 8, [1.0] + [0.0] * 9], np.float32)
+    evidence = PairAnswers(left, right, np.array([[0.8], [0.3]], np.float32)).evidence()
+    for run, score in enumerate([0.8, 0.3]):  # each run by its own answers
+        as_pieces = model_evidence(np.log(np.maximum(np.stack([left[run], right[run]]), 1e-9)))
+        assert evidence[run] == pytest.approx(sum(as_pieces) + PAIR_WEIGHT * np.log(score), rel=1e-5)
+
+
+def test_each_piece_s_box_is_the_tight_box_of_its_ink() -> None:
+    """A group whose right arm is shorter than its left: the pieces cut from its right start lower than the group
+    does, and each box says where its ink lies in the image."""
+    ink = np.zeros((160, 200), np.float32)
+    ink[20:120, 20:28] = ink[60:120, 132:140] = ink[112:120, 28:132] = 1.0
+    plan = plan_reading(ink)
+    assert any(piece.box[1] == 60 for piece in plan.pieces)  # the right arm alone
+    for piece in plan.pieces:
+        x, y, width, height = piece.box
+        assert piece.mask.shape == (height, width)
+        rows, columns = piece.mask.any(axis=1), piece.mask.any(axis=0)
+        assert rows[[0, -1]].all()  # ink in its first and last rows and columns: the box is tight
+        assert columns[[0, -1]].all()
+        assert (ink[y : y + height, x : x + width][piece.mask] > 0).all()
+
+
+def test_a_pair_s_boxes_are_its_best_cut_into_two_single_pieces() -> None:
+    """Runs 0-3, 3-5 and 1-3 of five parts. Run 0-3 may be cut at node 1 or 2: the pieces either side of node 1 score
+    better but the cut there crosses two strokes, so the boxes are those of node 2's pieces, and not those of the
+    joined piece 0-2 (two groups read as one digit is not one of a pair's digits). Run 3-5 has one cut; run 1-3
+    has none (no piece 1-2), so the pair reader's answer for it is no edge."""
+    segments = [
+        Segment(0, 1, 0), Segment(0, 2, 2), Segment(0, 2, 5, joins=1), Segment(0, 3, 4), Segment(1, 3, 1),
+        Segment(2, 3, 3), Segment(3, 4, 6), Segment(4, 5, 7),
+    ]  # fmt: skip
+    evidence = [-1.0, -1.0, -1.5, -1.0, -0.5, 5.0, -1.0, -1.0]
+    box, mask = (0, 0, 10, 20), np.ones((20, 10), bool)
+    run = functools.partial(PairRun, pair=np.zeros((28, 56), np.uint8), box=box, mask=mask)
+    plan = Plan(
+        pieces=[Piece(np.zeros((28, 28), np.uint8), box, mask) for _ in evidence],
+        segments=segments,
+        node_cuts=[None, 2.0, 0.0, None, 0.0, None],
+        ignored=[],
+        pairs=[run(0, 3), run(3, 5), run(1, 3)],
+        height=20.0,
+    )
+    assert two_piece_score(plan, segments[0], segments[4], 1, evidence) == pytest.approx(
+        -2.0 - CUT_PENALTY - 2 * INK_CUT_PENALTY
+    )
+    assert two_piece_score(plan, segments[1], segments[5], 2, evidence) == pytest.approx(-2.5 - CUT_PENALTY)
+    found = pair_segments(plan, evidence, [-0.3, -0.7, -0.9])
+    assert found == [(Segment(0, 3, 2, pair=0, second=3), -0.3), (Segment(3, 5, 6, pair=1, second=7), -0.7)]
 
 
 def test_every_group_is_a_candidate_whole_and_pieces_across_groups_count_their_joins() -> None:
