@@ -123,6 +123,8 @@ def test_components_are_eight_connected() -> None:
     assert labels[0, 4] == labels[1, 4] != labels[0, 0]
     assert labels[3, 0] == labels[3, 1] != labels[3, 3]
     assert (labels == 0).sum() == (~mask).sum()
+    for diagonal in ([[1, 0], [0, 1]], [[0, 1], [1, 0]]):  # either way
+        assert label_components(np.array(diagonal, bool))[1] == 1
 
 
 def test_a_faint_stretch_of_a_stroke_does_not_break_it_and_faint_specks_are_dropped() -> None:
@@ -222,6 +224,9 @@ def test_cuts_start_at_the_deepest_valleys_of_the_column_projection_but_not_at_t
     assert {15, 40, 70} <= centres
     assert 5 not in centres
     assert cut_points(profile[:40], 40, 100.0) == []  # narrower than any two digits
+    shallow = np.full(100, 10.0, np.float32)
+    shallow[[15, 20, 25, 30, 35]], shallow[82] = 8.0, 0.0  # more valleys than SINGLE_CUTS: the deepest are kept
+    assert 82 in {centre for centre, reach in cut_points(shallow, 100, 100.0)}
 
 
 def test_without_valleys_cuts_start_at_the_lowest_column_near_each_kth_of_the_width() -> None:
@@ -261,6 +266,9 @@ def test_a_cut_follows_the_gap_between_slanted_strokes_and_runs_straight_where_i
     path = cut_path(mask, 15, 10)
     assert not mask[np.arange(20), path].any()
     assert np.abs(np.diff(path)).max() <= 1
+    leaning = mask[:, ::-1].copy()  # the strokes slanting left: the cut moves left as it goes down
+    path = cut_path(leaning, 24, 10)
+    assert not leaning[np.arange(20), path].any()
     straight = cut_path(np.zeros((20, 40), bool), 15, 10)
     assert (straight == straight[0]).all()
     assert abs(straight[0] - 15) <= 10
