@@ -83,6 +83,12 @@ def test_a_held_digit_is_one_and_a_blank_parts_two() -> None:
     assert best_texts(np.stack([one, blank, one]))[0][0] == "11"
 
 
+def confidence_scored(segments: list[Segment], logits: npt.NDArray[np.float32]) -> list[tuple[Segment, float]]:
+    """Each one-piece segment with its score in the graph: the weighed log of its piece's softmax confidence."""
+    evidence = CONFIDENCE_WEIGHT * np.log(np.exp(log_softmax(logits.astype(np.float64))).max(axis=1))
+    return [(s, float(evidence[s.piece])) for s in segments]
+
+
 def line_graph() -> tuple[Plan, list[tuple[Segment, float]], npt.NDArray[np.float32]]:
     """Two parts of one group (nodes 0 | 1 | 2, the cut at node 1 crossing one stroke): read whole, piece 2 is a
     sure 8; apart, pieces 0 and 1 are a likely 8 and 1. The graph alone reads the whole."""
@@ -90,8 +96,7 @@ def line_graph() -> tuple[Plan, list[tuple[Segment, float]], npt.NDArray[np.floa
     logits[0, 8], logits[1, 1], logits[2, 8] = 2.0, 3.0, 6.0
     segments = [Segment(0, 1, 0), Segment(0, 2, 2), Segment(1, 2, 1)]
     plan = Plan(pieces=[], segments=segments, node_cuts=[None, 1.0, None], ignored=[])
-    evidence = CONFIDENCE_WEIGHT * np.log(np.exp(log_softmax(logits.astype(np.float64))).max(axis=1))
-    return plan, [(s, float(evidence[s.piece])) for s in segments], logits
+    return plan, confidence_scored(segments, logits), logits
 
 
 def sure_of(text: str, frames: int = 8) -> npt.NDArray[np.float32]:
@@ -128,12 +133,11 @@ def test_of_two_paths_that_spell_a_text_the_better_is_kept() -> None:
     logits[0, 1], logits[1, 2], logits[2, 1], logits[3, 2] = 4.0, 4.0, 0.0, 0.0
     segments = [Segment(0, 1, 0), Segment(0, 2, 2), Segment(1, 3, 1), Segment(2, 3, 3)]
     plan = Plan(pieces=[], segments=segments, node_cuts=[None, None, None, None], ignored=[])
-    evidence = CONFIDENCE_WEIGHT * np.log(np.exp(log_softmax(logits.astype(np.float64))).max(axis=1))
-    scored = [(s, float(evidence[s.piece])) for s in segments]
+    scored = confidence_scored(segments, logits)
     found = read_as(plan, text_edges(plan, scored, digit_logs(logits, None)), "12")
     assert found is not None
     assert [(s.piece, d) for s, d in found[1]] == [(0, [1]), (1, [2])]
-    assert found[0] == pytest.approx(evidence[0] + evidence[1], rel=1e-5)
+    assert found[0] == pytest.approx(scored[0][1] + scored[2][1], rel=1e-5)  # pieces 0 and 1
 
 
 def test_the_line_reader_s_count_of_digits_outweighs_a_merged_reading() -> None:
