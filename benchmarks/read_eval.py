@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from app.cards import read_card
 from app.errors import ServiceError
 from app.preprocess import model_input
-from app.reading import Reading, plan_upload, resolve
+from app.reading import PairAnswers, Plan, Reading, plan_upload, resolve
 from app.runtime.line_reader import read_line
 from app.runtime.pair_reader import read_runs
 from app.runtime.session import CPU
@@ -214,13 +214,27 @@ class Reader:
         """The number as /read reads it: same planning, one batched model call (and one of each reader)."""
         try:
             plan = plan_upload(sample.image)
-            wanted = [o.name for o in self.model.get_outputs() if o.name in ("probabilities", "logits", PIECE_SCORE)]
-            outputs = dict(zip(wanted, self.model.run(wanted, {"image": model_input(plan.batch())}), strict=True))
-            pairs = read_runs(self.pairs, plan.pair_batch()) if self.pairs is not None and plan.pairs else None
-            line = read_line(self.lines, plan.line) if self.lines is not None and plan.line is not None else None
-            return resolve(plan, outputs["probabilities"], outputs["logits"], outputs.get(PIECE_SCORE), pairs, line)
+            a = self.answers(plan)
+            return resolve(plan, a.probabilities, a.logits, a.piece_scores, a.pairs, a.line)
         except ServiceError as exc:
             return exc
+
+    def answers(self, plan: Plan) -> Answers:
+        """What the model and its readers answer for the plan, as /read asks them."""
+        wanted = [o.name for o in self.model.get_outputs() if o.name in ("probabilities", "logits", PIECE_SCORE)]
+        outputs = dict(zip(wanted, self.model.run(wanted, {"image": model_input(plan.batch())}), strict=True))
+        pairs = read_runs(self.pairs, plan.pair_batch()) if self.pairs is not None and plan.pairs else None
+        line = read_line(self.lines, plan.line) if self.lines is not None and plan.line is not None else None
+        return Answers(outputs["probabilities"], outputs["logits"], outputs.get(PIECE_SCORE), pairs, line)
+
+
+@dataclass(frozen=True)
+class Answers:
+    probabilities: npt.NDArray[np.float32]
+    logits: npt.NDArray[np.float32]
+    piece_scores: npt.NDArray[np.float32] | None
+    pairs: PairAnswers | None
+    line: npt.NDArray[np.float32] | None
 
 
 def failure_kind(expected: str, got: Reading | ServiceError) -> str:

@@ -18,18 +18,21 @@ from app.reading import (
     LINE_HEIGHT,
     LINE_MARGIN,
     LINE_STRIDE,
-    LINE_WEIGHT,
     MAX_LINE_WIDTH,
     NARROWED_BLANK,
     WIDE_BLANK,
+    Candidate,
     PairAnswers,
     Plan,
     Segment,
     best_path,
     best_texts,
     digit_logs,
+    graph_path,
+    line_candidates,
     line_confidence,
     number_line,
+    path_text,
     plan_reading,
     read_as,
     resolve,
@@ -140,17 +143,48 @@ def test_of_two_paths_that_spell_a_text_the_better_is_kept() -> None:
     assert found[0] == pytest.approx(scored[0][1] + scored[2][1], rel=1e-5)  # pieces 0 and 1
 
 
+def chosen_text(plan: Plan, scored: list[tuple[Segment, float]], logits: npt.NDArray[np.float32], line: str) -> str:
+    """The text weigh_line chooses when the line reader is sure of `line` and the graph reads its own best path."""
+    reads = digit_logs(logits, None)
+    chosen = weigh_line(line_candidates(plan, scored, reads, sure_of(line), path_text(graph_path(plan, scored, reads))))
+    assert chosen is not None
+    return path_text(chosen)
+
+
 def test_the_line_reader_s_count_of_digits_outweighs_a_merged_reading() -> None:
     plan, scored, logits = line_graph()
+    assert chosen_text(plan, scored, logits, "8") == "8"
+    assert chosen_text(plan, scored, logits, "81") == "81"
+    assert chosen_text(plan, scored, logits, "7777") == "8"  # the graph's own text stays a candidate
+
+
+def test_a_candidate_is_weighed_by_its_path_its_length_and_its_weakest_digit() -> None:
+    plan, scored, logits = line_graph()
     reads = digit_logs(logits, None)
-    chosen = weigh_line(plan, scored, reads, sure_of("81"), "8")
-    assert chosen is not None
-    assert "".join(str(d) for _, ds in chosen for d in ds) == "81"
-    kept = weigh_line(plan, scored, reads, sure_of("8"), "8")
-    assert kept is not None
-    assert [s.piece for s, _ in kept] == [2]
-    assert weigh_line(plan, scored, reads, sure_of("7777"), "8") is not None  # the graph's own text stays a candidate
-    assert LINE_WEIGHT > 0
+    frames = sure_of("81")
+    found = {c.text: c for c in line_candidates(plan, scored, reads, frames, "8")}
+    assert {"8", "81"} <= set(found)
+    assert "811" not in found  # more digits than the graph has pieces
+    apart = found["81"]
+    assert [(s.piece, d) for s, d in apart.path] == [(0, [8]), (1, [1])]
+    score, _ = read_as(plan, text_edges(plan, scored, reads), "81")  # type: ignore[misc]
+    weakest = min(float(reads(Segment(0, 1, 0))[0][8]), float(reads(Segment(1, 2, 1))[0][1]))
+    assert apart.features == pytest.approx((score, text_log_likelihood(frames, "81"), 2, 0, weakest), rel=1e-5)
+    assert found["8"].features[2:4] == (1, 1)  # one digit, one fewer than the line reader reads
+
+
+def test_the_candidate_whose_features_weigh_most_is_chosen() -> None:
+    """A text the line reader is surer of, whose path reads a digit the classifier doubts, loses to one whose every
+    digit the classifier reads; of two texts alike but for their length, the one the line reader counts wins."""
+
+    def candidate(text: str, features: tuple[float, float, float, float, float]) -> Candidate:
+        return Candidate(text, [(Segment(0, 1, 0), [int(c) for c in text])], features)
+
+    doubted, read = candidate("1", (0.0, 0.0, 1, 0, -3.0)), candidate("2", (0.0, -1.0, 1, 0, -0.5))
+    assert weigh_line([doubted, read]) == read.path
+    counted, longer = candidate("12", (0.0, -1.0, 2, 0, -0.5)), candidate("121", (0.0, -1.0, 3, 1, -0.5))
+    assert weigh_line([longer, counted]) == counted.path
+    assert weigh_line([]) is None
 
 
 def test_a_passed_mark_reads_no_digit_and_a_pair_two() -> None:
