@@ -22,6 +22,7 @@ from app.reading import (
     NARROWED_BLANK,
     WIDE_BLANK,
     Candidate,
+    Ignored,
     PairAnswers,
     Plan,
     Segment,
@@ -171,6 +172,21 @@ def test_a_candidate_is_weighed_by_its_path_its_length_and_its_weakest_digit() -
     weakest = min(float(reads(Segment(0, 1, 0))[0][8]), float(reads(Segment(1, 2, 1))[0][1]))
     assert apart.features == pytest.approx((score, text_log_likelihood(frames, "81"), 2, 0, weakest), rel=1e-5)
     assert found["8"].features[2:4] == (1, 1)  # one digit, one fewer than the line reader reads
+
+
+def test_when_the_line_reader_reads_nothing_the_graph_s_text_is_the_one_candidate() -> None:
+    plan, scored, logits = line_graph()
+    reads = digit_logs(logits, None)
+    blank = sure_of("")
+    assert best_texts(blank) == []
+    (only,) = line_candidates(plan, scored, reads, blank, "8")
+    assert only.text == "8"
+    assert only.features[2:4] == (1, 0)  # counted as the graph counts it
+    mark = Segment(0, 1, EMPTY, passed=Ignored((0, 0, 2, 2), "dot"), cost=0.5)
+    marks_only = Plan(pieces=[], segments=[mark], node_cuts=[None, None], ignored=[])
+    (empty,) = line_candidates(marks_only, [(mark, -0.5)], reads, blank, "")
+    assert empty.text == ""
+    assert empty.features == pytest.approx((-0.5, text_log_likelihood(blank, ""), 0, 0, 0.0))  # no digit to doubt
 
 
 def test_the_candidate_whose_features_weigh_most_is_chosen() -> None:
