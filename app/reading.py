@@ -1088,9 +1088,10 @@ class Candidate:
 def line_candidates(
     plan: Plan, scored: list[tuple[Segment, float]], reads: Reads, frames: npt.NDArray[np.float32], graph_text: str
 ) -> list[Candidate]:
-    """The graph's own text and the line reader's likeliest (best_texts), each that the graph can read with its
-    path and features (LINE_WEIGHING): the graph places the digits, the line reader, which sees the whole line
-    uncut, says how many there are and what they read."""
+    """The texts weigh_line chooses among: the graph's own and the line reader's likeliest (best_texts), each with
+    the best path of the graph that reads it (a text no path reads is left out) and its features (LINE_WEIGHING).
+    The graph places the digits; the line reader, which sees the whole line uncut, says how many there are and what
+    they read."""
     likeliest = best_texts(frames)
     count = len(likeliest[0][0]) if likeliest else len(graph_text)
     edges = text_edges(plan, scored, reads)

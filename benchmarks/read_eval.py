@@ -230,6 +230,8 @@ class Reader:
 
 @dataclass(frozen=True)
 class Answers:
+    """What the model and its readers answered for one plan (as resolve takes them)."""
+
     probabilities: npt.NDArray[np.float32]
     logits: npt.NDArray[np.float32]
     piece_scores: npt.NDArray[np.float32] | None
