@@ -17,6 +17,7 @@ from app.preprocess import model_input
 from app.reading import (
     CUT_PENALTY,
     INK_CUT_PENALTY,
+    MAX_GROUPS,
     PAIR_WEIGHT,
     PIECE_CONFIDENCE,
     PIECE_FLOOR,
@@ -176,9 +177,13 @@ def test_pieces_of_one_digit_belong_together(small: Group, together: bool) -> No
     ("width", "height", "kind"),
     [
         (8, 8, "speck"),
+        (12, 12, "speck"),  # as wide and tall as SPECK allows
         (12, 20, "dot"),  # a decimal point
+        (20, 35, "dot"),  # as tall as FLAT allows: still a mark
         (40, 20, "dash"),  # a minus sign
+        (30, 20, "dash"),  # exactly 1.5 times wider than tall
         (180, 20, "underline"),
+        (150, 20, "underline"),  # exactly UNDERLINE digit heights wide
         (30, 50, None),  # a digit written at half the others' height
         (25, 100, None),  # a 1
     ],
@@ -517,3 +522,17 @@ def test_a_page_of_marks_is_refused_before_the_model_call() -> None:
     stripes = np.tile((np.arange(1000) % 12 < 4).astype(np.float32), (60, 1))  # 84 vertical bars
     with pytest.raises(TooManyDigits, match="84 separate marks"):
         plan_reading(stripes)
+
+
+def test_as_many_marks_as_a_number_may_hold_are_read() -> None:
+    def bars(count: int) -> npt.NDArray[np.float32]:
+        return np.tile((np.arange(12 * count) % 12 < 4).astype(np.float32), (60, 1))  # `count` bars 8 px apart
+
+    assert len(plan_reading(bars(MAX_GROUPS)).pieces) >= MAX_GROUPS
+    with pytest.raises(TooManyDigits, match=f"{MAX_GROUPS + 1} separate marks"):
+        plan_reading(bars(MAX_GROUPS + 1))
+
+
+def test_ink_of_one_level_is_split_at_the_middle() -> None:
+    """Otsu's split needs two levels: with one there is none, and the threshold falls back to half."""
+    assert otsu_threshold(np.full((20, 20), 0.7, np.float32)) == 0.5
