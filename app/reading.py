@@ -209,7 +209,7 @@ class Reading:
     ignored: list[Ignored] = field(default_factory=list)
 
 
-Path = list[tuple[Segment, list[int]]]  # a reading: the graph's segments in order, and the digits each reads
+ReadPath = list[tuple[Segment, list[int]]]  # a reading: the graph's segments in order, and the digits each reads
 Reads = Callable[[Segment], list[npt.NDArray[np.float32]]]  # log-probabilities of a segment's digits, one per digit
 
 
@@ -934,13 +934,13 @@ def scored_graph(
     return scored, digit_logs(logits, pairs)
 
 
-def graph_path(plan: Plan, scored: list[tuple[Segment, float]], reads: Reads) -> Path:
+def graph_path(plan: Plan, scored: list[tuple[Segment, float]], reads: Reads) -> ReadPath:
     """The graph's own reading: its best path, each segment reading its likeliest digits."""
     chosen = best_path(plan, [s for s, _ in scored], [v for _, v in scored])
     return [(s, [int(r.argmax()) for r in reads(s)]) for s in chosen]
 
 
-def path_text(path: Path) -> str:
+def path_text(path: ReadPath) -> str:
     return "".join(str(d) for _, digits in path for d in digits)
 
 
@@ -1021,7 +1021,7 @@ def text_edges(plan: Plan, scored: list[tuple[Segment, float]], reads: Reads) ->
     return edges
 
 
-def read_as(plan: Plan, edges: list[Edge], text: str) -> tuple[float, Path] | None:
+def read_as(plan: Plan, edges: list[Edge], text: str) -> tuple[float, ReadPath] | None:
     """The best path through the graph that reads exactly `text`, and its score, None when none does. Each edge
     scores as in best_path, but reads the digits of the text it covers: the model's log-probability of those
     digits replaces that of its likeliest ones."""
@@ -1081,7 +1081,7 @@ class Candidate:
     """A text weigh_line may choose, the best path of the graph that reads it, and what it is weighed by."""
 
     text: str
-    path: Path
+    path: ReadPath
     features: tuple[float, float, float, float, float]  # in LINE_WEIGHING's order
 
 
@@ -1106,7 +1106,7 @@ def line_candidates(
     return found
 
 
-def weigh_line(candidates: list[Candidate]) -> Path | None:
+def weigh_line(candidates: list[Candidate]) -> ReadPath | None:
     """The path of the candidate whose features weigh most (LINE_WEIGHING), None when there is none."""
     if not candidates:
         return None
