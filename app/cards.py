@@ -172,6 +172,23 @@ class LineRates(_Frozen):
     lines_read: float = Field(description="share of the lines whose likeliest text is the number written")
 
 
+class LineWeighing(_Frozen):
+    """How /read weighs the line reader's texts against the reading graph's (app.reading.weigh_line) and how sure it
+    is of the text it then reads (app.reading.line_confidence): fitted for this model's networks together by
+    training.line_weighing, on numbers of MNIST validation digits."""
+
+    texts: tuple[float, float, float, float, float] = Field(
+        description="weights of a candidate text's features, in app.reading.Candidate's order"
+    )
+    confidence: tuple[float, float, float] = Field(
+        description="weights of the logits of the digits' confidence and of the line reader's probability of the "
+        "text, and a constant: a logistic regression of whether the text read is right"
+    )
+    numbers: int = Field(description="numbers the weights were fitted on")
+    read_right: float = Field(description="share of those numbers read right with these weights")
+    calibration_error: float = Field(description="their confidences' expected calibration error (10 bins)")
+
+
 class LineReader(CompanionFile):
     """line.onnx, /read's reader of the whole line at once (CTC), a network of its own beside model.onnx. /read
     weighs the texts it finds likely against the reading graph's."""
@@ -181,6 +198,9 @@ class LineReader(CompanionFile):
     network: str
     training: dict[str, Any]
     validation: LineRates = Field(description="lines of the MNIST validation split's digits, on generated paper")
+    weighing: LineWeighing | None = Field(
+        None, description="None until `training weigh-lines` fits it; /read does not use the line reader without it"
+    )
 
 
 class GradientCheck(_Frozen):

@@ -27,7 +27,7 @@ from app.admission import DecodePool
 from app.errors import NoDigits, ServiceError, UnknownModel
 from app.explain import Explanation, Forward, Options, check_target, explain_images, offered_methods, resolve_method
 from app.preprocess import Digit, Limits, decoded_pixels, mnist_png_pixels, model_input, open_image, preprocess
-from app.reading import PairAnswers, Plan, Reading, plan_upload, resolve
+from app.reading import LineAnswers, PairAnswers, Plan, Reading, plan_upload, resolve
 from app.runtime.batcher import Outputs
 from app.runtime.line_reader import read_line
 from app.runtime.pair_reader import read_runs
@@ -160,20 +160,22 @@ def layer_maps(name: str, maps: npt.NDArray[np.float32], encoding: Encoding) -> 
     )
 
 
-async def read_whole(loaded: LoadedModel, plan: Plan) -> tuple[PairAnswers | None, npt.NDArray[np.float32] | None]:
+async def read_whole(loaded: LoadedModel, plan: Plan) -> tuple[PairAnswers | None, LineAnswers | None]:
     """What /read's own networks answer, off the event loop: the pair reader's answers for the plan's runs that may
     be two touching digits, and the line reader's for the whole line; each None when the model has no such reader
     (or the plan no such run)."""
     return await anyio.to_thread.run_sync(whole_answers, loaded, plan)
 
 
-def whole_answers(loaded: LoadedModel, plan: Plan) -> tuple[PairAnswers | None, npt.NDArray[np.float32] | None]:
+def whole_answers(loaded: LoadedModel, plan: Plan) -> tuple[PairAnswers | None, LineAnswers | None]:
     """read_whole's work, in one worker thread: the readers (opened at the first /read) and their calls."""
-    pairs = loaded.pair_reader
-    line = loaded.line_reader
+    pairs, line = loaded.pair_reader, loaded.line_reader
+    weighing = loaded.card.line_reader.weighing if loaded.card and loaded.card.line_reader else None
     return (
         None if pairs is None or not plan.pairs else read_runs(pairs, plan.pair_batch()),
-        None if line is None or plan.line is None else read_line(line, plan.line),
+        None
+        if line is None or weighing is None or plan.line is None
+        else LineAnswers(read_line(line, plan.line), weighing),
     )
 
 

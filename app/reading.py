@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageFilter
 
+from app.cards import LineWeighing
 from app.errors import BlankImage, NoDigits, TooManyDigits
 from app.preprocess import (
     NOISE_FLOOR,
@@ -107,20 +108,6 @@ MAX_LINE_WIDTH = 1024  # a longer line is squeezed to this width
 WIDE_BLANK, NARROWED_BLANK = 1.5, 0.5
 LINE_BEAM = 8  # texts the line reader's beam search keeps
 LINE_PRUNE = -12.0  # a digit less likely than e^-12 at a frame is not tried there
-# How weigh_line scores a candidate text: the weights of its features (line_candidates), in their order: the graph's
-# path score, the line reader's log-probability of the text, its digits, how many digits more or fewer than the line
-# reader's likeliest text has, the log-probability of its least likely digit along its path. A conditional logit
-# fitted on 4,500 numbers of MNIST *validation* digits written by benchmarks.read_eval's two generators
-# (benchmarks.line_weighing, which refits them). Against the graph's score plus the line reader's log-probability
-# (weight 1, chosen on dev seed 0), dev photos 98.4 / 96.7 / 97.5% -> 98.9 / 97.5 / 97.7% on seeds 0, 3 and 4,
-# styles 96.4 / 97.0 / 95.8% -> 96.7 / 97.3 / 95.8%, lines of the line reader's own writer 89.7 -> 91.0%.
-# The length terms stop the line reader's 1 read into a wide digit; the weakest digit, a text whose path reads a
-# piece as a digit the classifier doubts; the graph's summed score then adds little.
-LINE_WEIGHING = (0.035, 0.285, -3.49, -1.57, 0.906)
-# A number's confidence with the line reader (line_confidence): weights of the logits of the digits' confidence and
-# of the line reader's probability of the text, and a constant; fitted on dev seed 0 (photos and styles, 1,333
-# numbers), checked on dev seed 3 (calibration error 0.011 and 0.007, from 0.032 and 0.052).
-LINE_CONFIDENCE = (0.53, 0.26, 1.70)
 BACKGROUND_STEP = 8  # the background is estimated at 1/8 scale, where pen strokes are thinner than the filter
 
 
@@ -880,7 +867,7 @@ def resolve(
     logits: npt.NDArray[np.float32],
     piece_scores: npt.NDArray[np.float32] | None = None,
     pairs: PairAnswers | None = None,
-    line: npt.NDArray[np.float32] | None = None,
+    line: LineAnswers | None = None,
 ) -> Reading:
     """The reading along the best path through the plan's graph, left to right, boxes in uploaded pixels.
 
@@ -889,13 +876,14 @@ def resolve(
     (T = 0.43), which made it sure of fragments: a 2's tail read as a 7 outscored the whole 2. `piece_scores`, the
     piece verifier's output when the model has one, adds its evidence and tempers the number's confidence. `pairs`,
     the pair reader's answers for the plan's runs when the model has one, add edges that read two touching digits.
-    `line`, the line reader's (T, 11) log-probabilities for plan.line when the model has one, weighs the texts it
-    finds likely against the graph's (weigh_line).
+    `line`, the line reader's answers for plan.line when the model has one, weighs the texts it finds likely against
+    the graph's (weigh_line) as the model's card says.
     """
     scored, reads = scored_graph(plan, logits, piece_scores, pairs)
     path = graph_path(plan, scored, reads)
     if line is not None:
-        path = weigh_line(line_candidates(plan, scored, reads, line, path_text(path))) or path
+        candidates = line_candidates(plan, scored, reads, line.frames, path_text(path))
+        path = weigh_line(candidates, line.weighing.texts) or path
     digits = []
     for s, read in path:
         if s.pair != EMPTY and pairs is not None:
@@ -910,13 +898,17 @@ def resolve(
         raise NoDigits("Nothing in the image looks like a digit.")
     passed = [s.passed for s, _ in path if s.passed is not None]
     ignored = [Ignored(_scaled(i.box, plan.scale), i.reason) for i in sorted(plan.ignored + passed, key=_left)]
-    confidence = math.prod(
-        d.confidence * (1.0 if d.piece_score is None else d.piece_score**PIECE_CONFIDENCE) for d in digits
-    )
     text = "".join(str(d.digit) for d in digits)
+    confidence = digits_confidence(digits)
     if line is not None:
-        confidence = line_confidence(confidence, text_log_likelihood(line, text))
+        confidence = line_confidence(confidence, text_log_likelihood(line.frames, text), line.weighing.confidence)
     return Reading(text, confidence, digits, ignored)
+
+
+def digits_confidence(digits: Sequence[ReadDigit]) -> float:
+    """The probability that every digit is right as the graph reads them: the product of their calibrated
+    confidences, each tempered by its piece verifier's score when the model has one."""
+    return math.prod(d.confidence * (1.0 if d.piece_score is None else d.piece_score**PIECE_CONFIDENCE) for d in digits)
 
 
 def scored_graph(
@@ -1048,13 +1040,20 @@ def read_as(plan: Plan, edges: list[Edge], text: str) -> tuple[float, ReadPath] 
     return totals[last, length], path[::-1]
 
 
-def line_confidence(digits: float, text_log_likelihood: float) -> float:
+def line_confidence(digits: float, text_log_likelihood: float, weights: Sequence[float]) -> float:
     """The probability that a text read with the line reader is right, from the digits' confidence (their weighed
-    product) and the line reader's log-probability of the text: a logistic regression on the logits of both
-    (LINE_CONFIDENCE). The product alone undersells a text both readers agree on: on dev seed 0 photos it averaged
-    94.0% for numbers read 98.4% right (calibration error 0.044); weighed so, 98.0% (0.010)."""
-    a, b, c = LINE_CONFIDENCE
-    return 1.0 / (1.0 + math.exp(-(a * _logit(digits) + b * _logit(math.exp(text_log_likelihood)) + c)))
+    product) and the line reader's log-probability of the text: a logistic regression on the logits of both, with
+    the card's `weights` (LineWeighing.confidence). The product alone undersells a text both readers agree on: on
+    dev seed 0 photos it averaged 94.0% for numbers read 98.4% right (calibration error 0.044); weighed with the
+    committed card, 97.3% (0.017), and 0.014-0.017 on the held-out photos."""
+    a, b, c = weights
+    x, y = line_confidence_inputs(digits, text_log_likelihood)
+    return 1.0 / (1.0 + math.exp(-(a * x + b * y + c)))
+
+
+def line_confidence_inputs(digits: float, text_log_likelihood: float) -> tuple[float, float]:
+    """What line_confidence weighs: the logits of the digits' confidence and of the line reader's probability."""
+    return _logit(digits), _logit(math.exp(text_log_likelihood))
 
 
 def _logit(p: float) -> float:
@@ -1077,19 +1076,29 @@ def digit_logs(logits: npt.NDArray[np.float32], pairs: PairAnswers | None) -> Re
 
 
 @dataclass(frozen=True)
+class LineAnswers:
+    """The line reader's (T, 11) log-probabilities for plan.line, and how its model's card weighs them."""
+
+    frames: npt.NDArray[np.float32]
+    weighing: LineWeighing
+
+
+@dataclass(frozen=True)
 class Candidate:
     """A text weigh_line may choose, the best path of the graph that reads it, and what it is weighed by."""
 
     text: str
     path: ReadPath
-    features: tuple[float, float, float, float, float]  # in LINE_WEIGHING's order
+    features: tuple[float, float, float, float, float]  # in LineWeighing.texts' order
 
 
 def line_candidates(
     plan: Plan, scored: list[tuple[Segment, float]], reads: Reads, frames: npt.NDArray[np.float32], graph_text: str
 ) -> list[Candidate]:
     """The texts weigh_line chooses among: the graph's own and the line reader's likeliest (best_texts), each with
-    the best path of the graph that reads it (a text no path reads is left out) and its features (LINE_WEIGHING).
+    the best path of the graph that reads it (a text no path reads is left out) and its features: the graph's score
+    of that path, the line reader's log-probability of the text, its digits, how many digits more or fewer than the
+    line reader's likeliest text it has, and the log-probability of its least likely digit along the path.
     The graph places the digits; the line reader, which sees the whole line uncut, says how many there are and what
     they read."""
     likeliest = best_texts(frames)
@@ -1106,11 +1115,15 @@ def line_candidates(
     return found
 
 
-def weigh_line(candidates: list[Candidate]) -> ReadPath | None:
-    """The path of the candidate whose features weigh most (LINE_WEIGHING), None when there is none."""
+def weigh_line(candidates: list[Candidate], weights: Sequence[float]) -> ReadPath | None:
+    """The path of the candidate whose features weigh most (the card's LineWeighing.texts), None when there is
+    none. What the fitted weights learnt (training.line_weighing): the length terms stop the line reader's 1 read
+    into a wide digit; the weakest digit, a text whose path reads a piece as a digit the classifier doubts; the
+    graph's summed score then adds little. Against the graph's score plus the line reader's log-probability (weight
+    1, stop 34), dev photos 98.4 / 96.7 / 97.5% -> 98.9 / 97.5 / 97.7% on seeds 0, 3 and 4."""
     if not candidates:
         return None
-    best = max(candidates, key=lambda c: sum(w * f for w, f in zip(LINE_WEIGHING, c.features, strict=True)))
+    best = max(candidates, key=lambda c: sum(w * f for w, f in zip(weights, c.features, strict=True)))
     return best.path
 
 

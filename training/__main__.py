@@ -16,7 +16,8 @@ EXAMPLES = f"""examples:
   python -m training calibrate --model all --data-dir ../shared/data/mnist   # no retraining
   python -m training verify-pieces --model cnn --data-dir ../shared/data/mnist   # /read's piece_score
   python -m training read-pairs --model cnn --data-dir ../shared/data/mnist   # /read's pair.onnx
-  python -m training read-lines --model cnn --data-dir ../shared/data/mnist   # /read's line.onnx
+  python -m training read-lines --model cnn --data-dir ../shared/data/mnist   # /read's line.onnx (and weighing)
+  python -m training weigh-lines --model cnn --data-dir ../shared/data/mnist  # /read's weighing of line.onnx
   python -m training evaluate --data-dir ../shared/data/mnist
   python -m training export-explain --data-dir ../shared/data/mnist   # explain.onnx for every model
   python -m training nondigits --out build/nondigits        # look at the evaluation non-digits
@@ -66,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _data_options(lines)
     lines.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="cnn", help="which model (default cnn)")
+
+    weigh = commands.add_parser(
+        "weigh-lines",
+        help="(re)fit how /read weighs a model's line reader against its graph, and its confidence; networks untouched",
+    )
+    _data_options(weigh)
+    weigh.add_argument("--model", choices=[*MODEL_NAMES, "all"], default="cnn", help="which model (default cnn)")
 
     evaluate = commands.add_parser("evaluate", help="measure the ONNX models in the models directory")
     _data_options(evaluate)
@@ -164,12 +172,23 @@ def run_read_pairs(args: argparse.Namespace) -> int:
 
 def run_read_lines(args: argparse.Namespace) -> int:
     from training.line_reader import export_line_reader
+    from training.line_weighing import weigh_lines
 
     data = _load(args)
     for name in _names(args.model):
         card = export_line_reader(args.models_dir / name, data)
         assert card.line_reader is not None
         print(f"{name}: line reader: validation lines read {card.line_reader.validation.lines_read:.2%}")
+        weigh_lines(args.models_dir / name, data)  # a new reader's texts weigh differently against the graph's
+    return 0
+
+
+def run_weigh_lines(args: argparse.Namespace) -> int:
+    from training.line_weighing import weigh_lines
+
+    data = _load(args)
+    for name in _names(args.model):
+        weigh_lines(args.models_dir / name, data)  # prints what each fit reads right
     return 0
 
 
@@ -246,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "verify-pieces": run_verify_pieces,
         "read-pairs": run_read_pairs,
         "read-lines": run_read_lines,
+        "weigh-lines": run_weigh_lines,
         "evaluate": run_evaluate,
         "export-explain": run_export_explain,
         "nondigits": run_nondigits,

@@ -651,7 +651,11 @@ def test_the_whole_line_goes_to_the_models_line_reader_in_one_call(
     weighed = [d.confidence * d.piece_score**PIECE_CONFIDENCE for d in reading.digits if d.piece_score is not None]
     assert len(weighed) == len(indices)
     frames = spy.answers[0][0]
-    expected = line_confidence(float(np.prod(weighed)), text_log_likelihood(frames, reading.text))
+    assert loaded.card is not None
+    assert loaded.card.line_reader is not None
+    assert loaded.card.line_reader.weighing is not None
+    weights = loaded.card.line_reader.weighing.confidence  # the card's, as /read weighs them
+    expected = line_confidence(float(np.prod(weighed)), text_log_likelihood(frames, reading.text), weights)
     assert reading.confidence == pytest.approx(expected, rel=1e-5)
 
 

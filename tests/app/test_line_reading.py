@@ -10,10 +10,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from app.cards import LineWeighing, read_card
 from app.reading import (
     CONFIDENCE_WEIGHT,
     EMPTY,
-    LINE_CONFIDENCE,
     LINE_FILL,
     LINE_HEIGHT,
     LINE_MARGIN,
@@ -23,6 +23,7 @@ from app.reading import (
     WIDE_BLANK,
     Candidate,
     Ignored,
+    LineAnswers,
     PairAnswers,
     Plan,
     Segment,
@@ -41,8 +42,20 @@ from app.reading import (
     text_log_likelihood,
     weigh_line,
 )
+from tests.helpers import MODELS_DIR
 
 BLANK = 10
+
+
+def committed_weighing() -> LineWeighing:
+    """The default model's weighing, as its card holds it (training weigh-lines)."""
+    section = read_card(MODELS_DIR / "cnn").line_reader
+    assert section is not None
+    assert section.weighing is not None
+    return section.weighing
+
+
+WEIGHING = committed_weighing()
 
 
 def log_softmax(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
@@ -147,7 +160,8 @@ def test_of_two_paths_that_spell_a_text_the_better_is_kept() -> None:
 def chosen_text(plan: Plan, scored: list[tuple[Segment, float]], logits: npt.NDArray[np.float32], line: str) -> str:
     """The text weigh_line chooses when the line reader is sure of `line` and the graph reads its own best path."""
     reads = digit_logs(logits, None)
-    chosen = weigh_line(line_candidates(plan, scored, reads, sure_of(line), path_text(graph_path(plan, scored, reads))))
+    found = line_candidates(plan, scored, reads, sure_of(line), path_text(graph_path(plan, scored, reads)))
+    chosen = weigh_line(found, WEIGHING.texts)
     assert chosen is not None
     return path_text(chosen)
 
@@ -197,10 +211,10 @@ def test_the_candidate_whose_features_weigh_most_is_chosen() -> None:
         return Candidate(text, [(Segment(0, 1, 0), [int(c) for c in text])], features)
 
     doubted, read = candidate("1", (0.0, 0.0, 1, 0, -3.0)), candidate("2", (0.0, -1.0, 1, 0, -0.5))
-    assert weigh_line([doubted, read]) == read.path
+    assert weigh_line([doubted, read], WEIGHING.texts) == read.path
     counted, longer = candidate("12", (0.0, -1.0, 2, 0, -0.5)), candidate("121", (0.0, -1.0, 3, 1, -0.5))
-    assert weigh_line([longer, counted]) == counted.path
-    assert weigh_line([]) is None
+    assert weigh_line([longer, counted], WEIGHING.texts) == counted.path
+    assert weigh_line([], WEIGHING.texts) is None
 
 
 def test_a_passed_mark_reads_no_digit_and_a_pair_two() -> None:
@@ -275,12 +289,15 @@ def test_a_blank_wider_than_a_digit_is_narrowed_for_the_line_reader() -> None:
 
 
 def test_the_confidence_weighs_the_digits_and_the_line_reader_on_the_logit_scale() -> None:
-    a, b, c = LINE_CONFIDENCE
-    assert line_confidence(0.9, math.log(0.5)) == pytest.approx(1 / (1 + math.exp(-(a * math.log(9) + c))))
-    assert line_confidence(0.5, math.log(0.9)) == pytest.approx(1 / (1 + math.exp(-(b * math.log(9) + c))))
-    assert line_confidence(0.9, math.log(0.9)) < line_confidence(0.99, math.log(0.9)) < line_confidence(0.99, 0.0)
-    assert 0.99 < line_confidence(1.0, 0.0) < 1.0  # both sure: clamped, not certain
-    assert line_confidence(0.0, -math.inf) < 0.01
+    weights = WEIGHING.confidence
+    a, b, c = weights
+    assert line_confidence(0.9, math.log(0.5), weights) == pytest.approx(1 / (1 + math.exp(-(a * math.log(9) + c))))
+    assert line_confidence(0.5, math.log(0.9), weights) == pytest.approx(1 / (1 + math.exp(-(b * math.log(9) + c))))
+    assert line_confidence(0.9, math.log(0.9), weights) < line_confidence(0.99, math.log(0.9), weights)
+    assert line_confidence(0.99, math.log(0.9), weights) < line_confidence(0.99, 0.0, weights)
+    assert 0.99 < line_confidence(1.0, 0.0, weights) < 1.0  # both sure: clamped, not certain
+    assert line_confidence(0.0, -math.inf, weights) < 0.01
+    assert line_confidence(0.9, math.log(0.5), (1.0, 0.0, 0.0)) == pytest.approx(0.9)  # the digits' alone
 
 
 def two_bars() -> npt.NDArray[np.float32]:
@@ -310,12 +327,14 @@ def test_a_digit_the_line_reader_reads_otherwise_reports_the_model_s_probability
     frames = sure_of("71", plan.line.shape[1] // LINE_STRIDE)
     alone = resolve(plan, probabilities, logits)
     assert alone.text == "11"
-    read = resolve(plan, probabilities, logits, line=frames)
+    read = resolve(plan, probabilities, logits, line=LineAnswers(frames, WEIGHING))
     assert read.text == "71"
     assert [d.digit for d in read.digits] == [7, 1]
     assert read.digits[0].confidence == pytest.approx(probabilities[first, 7])
     product = math.prod(d.confidence for d in read.digits)
-    assert read.confidence == pytest.approx(line_confidence(product, text_log_likelihood(frames, "71")))
-    kept = resolve(plan, probabilities, logits, line=sure_of("11", plan.line.shape[1] // LINE_STRIDE))
+    expected = line_confidence(product, text_log_likelihood(frames, "71"), WEIGHING.confidence)
+    assert read.confidence == pytest.approx(expected)
+    sure_of_11 = LineAnswers(sure_of("11", plan.line.shape[1] // LINE_STRIDE), WEIGHING)
+    kept = resolve(plan, probabilities, logits, line=sure_of_11)
     assert kept.text == "11"
     assert kept.confidence > read.confidence

@@ -1,13 +1,15 @@
-"""A floor under /read's accuracy, end to end, on numbers generated as benchmarks.read_eval generates them. Apart
-from tests/app/test_reading.py's unit tests, which mutation testing runs against every mutant: this one takes
-seconds."""
+"""A floor under /read's accuracy, end to end, on numbers generated as benchmarks.read_eval generates them
+(training.numbers). Apart from tests/app/test_reading.py's unit tests, which mutation testing runs against every
+mutant: this one takes seconds."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.read_eval import Reader, evaluate, photo_number, styled_number
+from benchmarks.read_eval import evaluate
+from tests.helpers import MODELS_DIR
 from training.data import Mnist
+from training.numbers import Reader, photo_number, styled_number
 
 
 def test_generated_numbers_are_read_as_the_evaluation_reads_them(mnist_sample: Mnist) -> None:
@@ -19,9 +21,10 @@ def test_generated_numbers_are_read_as_the_evaluation_reads_them(mnist_sample: M
     rng = np.random.default_rng([0, 7])
     photos = [photo_number(mnist_sample.test.images, mnist_sample.test.labels, rng) for _ in range(150)]
     styles = [styled_number(mnist_sample.test.images, mnist_sample.test.labels, rng) for _ in range(60)]
-    reader = Reader.of("cnn")
+    reader = Reader.of(MODELS_DIR / "cnn")
     assert reader.pairs is not None
     assert reader.lines is not None
+    assert reader.weighing is not None
     on_photos, on_styles = evaluate(photos, reader), evaluate(styles, reader)
     assert on_photos["whole_number_accuracy"] >= 0.985, on_photos["examples"]
     assert on_photos["touching_accuracy"] >= 0.96, on_photos["examples"]

@@ -1,4 +1,5 @@
-"""The reading evaluation's own arithmetic: how it scores confidences, and the single digits behind its ceiling."""
+"""The reading evaluation's own arithmetic: how it scores confidences and digits, and the single digits behind its
+ceiling."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.read_eval import calibration, photo_number
+from benchmarks.read_eval import edits
+from training.numbers import calibration, photo_number
 
 
 def test_calibration_compares_each_confidence_bin_with_its_accuracy() -> None:
@@ -28,3 +30,21 @@ def test_a_single_photographed_digit_never_touches_a_neighbour() -> None:
     ]
     assert {(s.text, s.touching) for s in samples} == {("1", False)}
     assert Image.open(io.BytesIO(samples[0].image)).format == "JPEG"
+
+
+@pytest.mark.parametrize(
+    ("read", "truth", "expected"),
+    [
+        ("2026", "2026", 0),
+        ("2144", "244", 1),  # a stroke read as a 1: one digit inserted
+        ("244", "2144", 1),  # ... or one left out
+        ("0226710", "02126710", 1),  # an insertion early costs one digit, not the five after it
+        ("1243", "1234", 2),  # two digits swapped: two changed
+        ("7", "1", 1),
+        ("", "123", 3),  # refused: every digit missing
+        ("123", "", 3),
+        ("90210", "12345", 5),
+    ],
+)
+def test_edits_count_the_fewest_digits_inserted_left_out_or_changed(read: str, truth: str, expected: int) -> None:
+    assert edits(read, truth) == expected

@@ -59,6 +59,21 @@ def test_the_committed_card_records_the_line_reader(cnn_card: ModelCard) -> None
     assert section.validation.lines_read >= 0.9
 
 
+def test_the_committed_card_weighs_its_line_reader(cnn_card: ModelCard) -> None:
+    """Fitted on 4,500 numbers of validation digits (training weigh-lines): an extra digit and a doubted digit cost,
+    the line reader's belief and the graph's score count, and the confidence rises with both readers'."""
+    assert cnn_card.line_reader is not None
+    weighing = cnn_card.line_reader.weighing
+    assert weighing is not None
+    assert weighing.numbers == 4500
+    graph, line, digits, off_count, weakest = weighing.texts
+    assert min(graph, line, weakest) > 0
+    assert max(digits, off_count) < 0
+    assert min(weighing.confidence[:2]) > 0
+    assert weighing.read_right > 0.95
+    assert weighing.calibration_error < 0.02
+
+
 def test_the_committed_reader_reads_lines_of_test_digits(mnist_sample: Mnist, cnn_card: ModelCard) -> None:
     """Lines written as it learnt them, from the sample's *test* digits, which it never saw."""
     assert cnn_card.line_reader is not None
@@ -83,6 +98,7 @@ def test_exporting_writes_the_file_its_card_names(mnist_sample: Mnist, tmp_path:
     assert read_card(folder) == card
     assert section.training["lines"] <= 40
     assert section.validation.lines > 0
+    assert section.weighing is None  # a new reader is weighed against the graph by weigh-lines
     session = ort.InferenceSession(content, providers=["CPUExecutionProvider"])
     assert read_line(session, np.zeros((LINE_HEIGHT, 64), np.uint8)).shape == (16, 11)
 

@@ -1,4 +1,5 @@
-"""app.runtime.line_reader: line.onnx opened beside its model, or left out (logged) when it cannot be trusted."""
+"""app.runtime.line_reader: line.onnx opened beside its model, or left out (logged) when it cannot be trusted or is
+not weighed."""
 
 from __future__ import annotations
 
@@ -45,3 +46,13 @@ def test_a_bad_file_leaves_read_without_the_line_reader(
 def test_a_model_without_one_has_none(cnn_copy: Path) -> None:
     card = read_card(cnn_copy).model_copy(update={"line_reader": None})
     assert open_line_reader(cnn_copy, card, [CPU], session_options(1, 1)) is None
+
+
+def test_a_reader_its_card_does_not_weigh_is_left_out(cnn_copy: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A line reader trained anew but not yet weighed against the graph (training weigh-lines) is not used."""
+    card = read_card(cnn_copy)
+    assert card.line_reader is not None
+    unweighed = card.model_copy(update={"line_reader": card.line_reader.model_copy(update={"weighing": None})})
+    assert open_line_reader(cnn_copy, unweighed, [CPU], session_options(1, 1)) is None
+    assert "/read reads without its line reader" in caplog.text
+    assert "weigh-lines" in caplog.text
