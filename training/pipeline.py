@@ -34,6 +34,7 @@ from training import export, report, trust, verifier
 from training.config import DEFAULTS, MODEL_NAMES, NOTEBOOK_SVM, CnnConfig, LinearConfig
 from training.data import Mnist
 from training.evaluate import evaluate
+from training.line_weighing import weigh_lines
 from training.linear import LinearModel, train_linear
 
 VERSION = "1"
@@ -187,7 +188,8 @@ def publish(name: str, trained: Trained, data: Mnist, models_dir: Path) -> Model
 
 def kept_readers(folder: Path) -> dict[str, PairReader | LineReader]:
     """The folder's pair and line readers (card field -> section), each while its file is the one its card names:
-    they read the ink, not the model's outputs, so a retrained model keeps them."""
+    they read the ink, not the model's outputs, so a retrained model keeps them (and train_and_publish weighs the
+    line reader against the new model's graph again)."""
     path = folder / CARD_FILE
     if not path.is_file():
         return {}
@@ -318,5 +320,7 @@ def train_and_publish(
     card = publish_trust(models_dir / name, data, log=log)
     if name in VERIFIED_MODELS:
         card = publish_verifier(models_dir / name, data, log=log)
+    if card.line_reader is not None:  # kept, but its weighing was fitted against the previous model's answers
+        card = weigh_lines(models_dir / name, data, log=log)
     log(f"{name}: test accuracy {card.metrics.test_accuracy:.2%}, parity {max(card.parity.max_abs_diff.values()):.1e}")
     return card

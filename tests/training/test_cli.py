@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app.cards import read_card, read_manifest
-from tests.helpers import SAMPLE_DIR, encode
+from tests.helpers import MODELS_DIR, SAMPLE_DIR, encode
+from training import pipeline
 from training.__main__ import build_parser, main
 from training.data import Mnist
+from training.line_weighing import weigh_lines
 
 
 def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,8 +35,14 @@ def test_missing_data_is_a_one_line_error(tmp_path: Path, capsys: pytest.Capture
 
 
 @pytest.mark.slow
-def test_train_all_on_the_sample_produces_servable_models(tmp_path: Path, mnist_sample: Mnist) -> None:
+def test_train_all_on_the_sample_produces_servable_models(
+    tmp_path: Path, mnist_sample: Mnist, monkeypatch: pytest.MonkeyPatch
+) -> None:
     models_dir = tmp_path / "models"
+    (models_dir / "cnn").mkdir(parents=True)
+    for kept in ("card.json", "line.onnx"):  # a line reader from before, which the retrained cnn keeps
+        shutil.copy(MODELS_DIR / "cnn" / kept, models_dir / "cnn" / kept)
+    monkeypatch.setattr(pipeline, "weigh_lines", functools.partial(weigh_lines, photos=6, styles=3))
     args = ["--data-dir", str(SAMPLE_DIR), "--no-verify", "--validation-size", "100", "--models-dir", str(models_dir)]
     quick = ["--epochs", "1", "--iterations", "300", "--checkpoints", str(tmp_path / "checkpoints")]
     assert main(["train", "--model", "all", *args, *quick]) == 0
@@ -50,6 +60,10 @@ def test_train_all_on_the_sample_produces_servable_models(tmp_path: Path, mnist_
     assert (models_dir / "lenet" / "figures" / "activations_conv1.png").is_file()
     assert json.loads((models_dir / "cnn" / "card.json").read_text())["data_checksums"]
     assert read_card(models_dir / "cnn").piece_verifier is not None  # /read's model only
+    line = read_card(models_dir / "cnn").line_reader
+    assert line is not None
+    assert line.weighing is not None
+    assert line.weighing.numbers == 9  # weighed anew against the retrained cnn's answers
     assert lenet.piece_verifier is None
     assert "## Piece verifier" in (models_dir / "cnn" / "card.md").read_text()
 
