@@ -110,7 +110,7 @@ def to_jpeg(rgb: npt.NDArray[np.float32], quality: int) -> bytes:
 def photo_number(
     images: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8], rng: np.random.Generator, count: int | None = None
 ) -> Sample:
-    """Set 1: one number photographed on paper (of 2-8 digits, or `count`)."""
+    """One number photographed on paper (of 2-8 digits, or `count`): read_eval's set 1, "photos"."""
     count = int(rng.integers(2, 9)) if count is None else count
     picks = rng.integers(0, len(labels), count)
     height = int(rng.integers(36, 90))
@@ -134,7 +134,8 @@ def photo_number(
 
 
 def styled_number(images: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8], rng: np.random.Generator) -> Sample:
-    """Set 2: thin pen or heavy marker, chalk on a board or ink on white, tilted, with punctuation; PNG."""
+    """Thin pen or heavy marker, chalk on a board or ink on white, tilted, with punctuation; PNG: read_eval's set 2,
+    "styles"."""
     count = int(rng.integers(2, 9))
     picks = rng.integers(0, len(labels), count)
     height = int(rng.integers(50, 120))
