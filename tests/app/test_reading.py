@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import numpy as np
 import numpy.typing as npt
@@ -15,7 +16,9 @@ from PIL import Image, ImageDraw, ImageFilter
 from app.errors import NoDigits, TooManyDigits
 from app.preprocess import model_input
 from app.reading import (
+    CONFIDENCE_WEIGHT,
     CUT_PENALTY,
+    EMPTY,
     INK_CUT_PENALTY,
     MAX_GROUPS,
     PAIR_WEIGHT,
@@ -106,6 +109,27 @@ def test_the_piece_verifier_weighs_in_when_given() -> None:
     assert plain[0] == plain[1] == plain[2] == pytest.approx(weighed[0])
     assert weighed[1] == pytest.approx(plain[1] + PIECE_WEIGHT * np.log(0.01), rel=1e-5)
     assert weighed[2] == pytest.approx(plain[2] + PIECE_WEIGHT * np.log(PIECE_FLOOR), rel=1e-5)  # floored
+
+
+def test_the_model_s_evidence_holds_for_logits_of_any_scale() -> None:
+    """Each piece's softmax is taken against its own largest logit: a sure piece (logits in the hundreds) does not
+    overflow, and a piece whose logits all sit far below another's does not vanish to 0/0."""
+    logits = np.zeros((2, 10), np.float32)
+    logits[0, 3] = 300.0  # certain: log-confidence 0
+    logits[1] = -1000.0
+    logits[1, 5] = -1000.0 + math.log(9.0)  # 9 against nine ones: confidence 0.5
+    evidence = model_evidence(logits)
+    assert all(math.isfinite(e) for e in evidence)
+    assert evidence == pytest.approx([0.0, CONFIDENCE_WEIGHT * math.log(0.5)], abs=1e-3)  # float32 near -1000
+
+
+def test_a_reading_of_marks_alone_is_no_number() -> None:
+    """A path that only passes marks (a dot read as no digit) leaves nothing to read: 422 no_digits, said plainly."""
+    mark = Segment(0, 1, EMPTY, passed=Ignored((0, 0, 2, 2), "dot"), cost=0.5)
+    plan = Plan(pieces=[], segments=[mark], node_cuts=[None, None], ignored=[])
+    nothing = np.zeros((0, 10), np.float32)
+    with pytest.raises(NoDigits, match=r"^Nothing in the image looks like a digit\.$"):
+        resolve(plan, nothing, nothing)
 
 
 def test_components_are_eight_connected() -> None:
