@@ -132,6 +132,26 @@ def test_a_reading_of_marks_alone_is_no_number() -> None:
         resolve(plan, nothing, nothing)
 
 
+def test_the_digits_are_told_left_to_right_by_the_centres_of_their_boxes() -> None:
+    """The path meets pieces in the order of its cuts, but a wide or slanted digit's box may start left of a
+    neighbour that stands left of its middle: the text follows the boxes' centres (14, 15, 21 here), not their left
+    edges, widths or heights."""
+    boxes = [(0, 0, 30, 20), (20, 0, 2, 20), (12, 0, 4, 40)]  # read 1, 2 and 3, in the path's order
+    plan = Plan(
+        pieces=[Piece(np.zeros((28, 28), np.uint8), box, np.ones((box[3], box[2]), bool)) for box in boxes],
+        segments=[Segment(0, 1, 0), Segment(1, 2, 1), Segment(2, 3, 2)],
+        node_cuts=[None] * 4,
+        ignored=[],
+        height=20.0,
+    )
+    logits = np.full((3, 10), -9.0, np.float32)
+    logits[[0, 1, 2], [1, 2, 3]] = 0.0
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    reading = resolve(plan, probabilities, logits)
+    assert reading.text == "312"
+    assert [d.box for d in reading.digits] == [boxes[2], boxes[0], boxes[1]]
+
+
 def test_components_are_eight_connected() -> None:
     mask = np.array(
         [
