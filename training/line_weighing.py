@@ -126,7 +126,7 @@ def confidence_fitted(
     x = np.column_stack([inputs, np.ones(len(inputs))])
     weights = np.zeros(x.shape[1])
     for _ in range(steps):
-        p = 1 / (1 + np.exp(-(x @ weights)))
+        p = confidences(inputs, weights)
         gradient = x.T @ (right - p) - 2 * l2 * weights
         hessian = -(x * (p * (1 - p))[:, None]).T @ x - 2 * l2 * np.eye(len(weights))
         step = np.linalg.solve(hessian, gradient)
@@ -136,10 +136,10 @@ def confidence_fitted(
     return weights
 
 
-def confidences(inputs: npt.NDArray[np.float64], weights: npt.ArrayLike) -> list[float]:
+def confidences(inputs: npt.NDArray[np.float64], weights: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """line_confidence's answers for the inputs under these weights."""
     x = np.column_stack([inputs, np.ones(len(inputs))])
-    return (1 / (1 + np.exp(-(x @ np.asarray(weights, np.float64))))).tolist()
+    return 1 / (1 + np.exp(-(x @ np.asarray(weights, np.float64))))
 
 
 def fit_weighing(
@@ -152,11 +152,12 @@ def fit_weighing(
     trial = LineWeighing.model_validate(
         {"texts": texts, "confidence": PROVISIONAL_CONFIDENCE, "numbers": 0, "read_right": 0, "calibration_error": 0}
     )
-    observed = [found for s in samples if (found := confidence_inputs(read.weighed_by(trial), s)) is not None]
+    weighed = read.weighed_by(trial)
+    observed = [found for s in samples if (found := confidence_inputs(weighed, s)) is not None]
     inputs = np.array([x for x, _ in observed], np.float64).reshape(len(observed), 2)
     right = np.array([ok for _, ok in observed], bool)
     confidence = tuple(round(float(w), 3) for w in confidence_fitted(inputs, right, l2))
-    error = calibration_error(confidences(inputs, confidence), right.tolist())
+    error = calibration_error(confidences(inputs, confidence).tolist(), right.tolist())
     log(f"confidence {confidence}: calibration error {error:.4f} on {len(observed):,} numbers read")
     if not all(math.isfinite(w) for w in (*texts, *confidence)):
         raise ValueError("the fit diverged")

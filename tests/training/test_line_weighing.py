@@ -60,8 +60,8 @@ def test_the_confidence_fit_recovers_the_regression_that_made_the_outcomes() -> 
     right = rng.random(len(inputs)) < confidences(inputs, truth)
     weights = confidence_fitted(inputs, right, l2=0.01)
     assert weights == pytest.approx(truth, abs=0.15)
-    fitted_error = calibration_error(confidences(inputs, weights), right.tolist())
-    off_error = calibration_error(confidences(inputs, truth + np.array([0.0, 0.0, 1.5])), right.tolist())
+    fitted_error = calibration_error(confidences(inputs, weights).tolist(), right.tolist())
+    off_error = calibration_error(confidences(inputs, truth + np.array([0.0, 0.0, 1.5])).tolist(), right.tolist())
     assert fitted_error < 0.02 < off_error
 
 
