@@ -37,6 +37,7 @@ from app.reading import (
     belong_together,
     best_path,
     binarise,
+    box_gap,
     cut_path,
     cut_points,
     digit_height,
@@ -215,6 +216,53 @@ def test_pieces_of_one_digit_belong_together(small: Group, together: bool) -> No
     tall = Group([1], 0, 30, 100, 70)
     assert belong_together(small, tall) is together
     assert belong_together(tall, small) is together
+
+
+@pytest.mark.parametrize(
+    ("small", "together"),
+    [
+        (Group([2], 20, 40, 94, 60), True),  # just under PIECE_HEIGHT of the tall one: a piece of it
+        (Group([2], 20, 40, 95, 60), False),  # exactly PIECE_HEIGHT: a digit of its own
+        (Group([2], 40, 60, 60, 80), True),  # exactly MERGE_OVERLAP of its width over the tall one
+        (Group([2], 40, 61, 60, 81), False),  # a column less, and low: no flag
+        (Group([2], 40, 69, 50, 99), True),  # a flag: one column over, its bottom at the tall one's middle
+        (Group([2], 40, 70, 50, 100), False),  # ... touching it without overlap: a neighbour
+        (Group([2], 41, 69, 51, 99), False),  # ... its bottom a row below the middle
+        (Group([2], 40, 69, 50, 84), True),  # ... exactly 1.5 times wider than tall
+        (Group([2], 40, 69, 50, 83), False),  # ... narrower: a dot
+    ],
+    ids=[
+        "under_piece_height",
+        "piece_height",
+        "half_over",
+        "under_half",
+        "flag",
+        "flag_apart",
+        "flag_low",
+        "flag_flat_enough",
+        "flag_too_narrow",
+    ],
+)
+def test_the_pieces_of_one_digit_at_the_edges_of_each_rule(small: Group, together: bool) -> None:
+    tall = Group([1], 0, 30, 100, 70)
+    assert belong_together(small, tall) is together
+    assert belong_together(tall, small) is together
+
+
+@pytest.mark.parametrize(
+    ("other", "gap"),
+    [
+        (Group([2], 0, 30, 10, 40), 20),  # beside it
+        (Group([2], 25, 0, 35, 10), 15),  # below it
+        (Group([2], 14, 18, 24, 28), 8),  # off both ways: the further
+        (Group([2], 5, 5, 15, 15), 0),  # overlapping
+    ],
+    ids=["beside", "below", "diagonal", "overlapping"],
+)
+def test_the_gap_between_two_boxes_is_along_the_axis_they_are_further_apart_on(other: Group, gap: int) -> None:
+    one = Group([1], 0, 0, 10, 10)
+    assert box_gap(one, other) == gap
+    assert box_gap(other, one) == gap
 
 
 @pytest.mark.parametrize(
