@@ -879,10 +879,8 @@ def resolve(
     `line`, the line reader's answers for plan.line when the model has one, weighs the texts it finds likely against
     the graph's (weigh_line) as the model's card says.
     """
-    scored, reads = scored_graph(plan, logits, piece_scores, pairs)
-    path = graph_path(plan, scored, reads)
+    path, candidates = readings_to_weigh(plan, logits, piece_scores, pairs, None if line is None else line.frames)
     if line is not None:
-        candidates = line_candidates(plan, scored, reads, line.frames, path_text(path))
         path = weigh_line(candidates, line.weighing.texts) or path
     digits = []
     for s, read in path:
@@ -903,6 +901,22 @@ def resolve(
     if line is not None:
         confidence = line_confidence(confidence, text_log_likelihood(line.frames, text), line.weighing.confidence)
     return Reading(text, confidence, digits, ignored)
+
+
+def readings_to_weigh(
+    plan: Plan,
+    logits: npt.NDArray[np.float32],
+    piece_scores: npt.NDArray[np.float32] | None,
+    pairs: PairAnswers | None,
+    frames: npt.NDArray[np.float32] | None,
+) -> tuple[ReadPath, list[Candidate]]:
+    """The graph's own reading and, given the line reader's frames, the candidates weigh_line chooses among (none
+    without them)."""
+    scored, reads = scored_graph(plan, logits, piece_scores, pairs)
+    path = graph_path(plan, scored, reads)
+    if frames is None:
+        return path, []
+    return path, line_candidates(plan, scored, reads, frames, path_text(path))
 
 
 def digits_confidence(digits: Sequence[ReadDigit]) -> float:

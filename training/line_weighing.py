@@ -29,12 +29,9 @@ from app.errors import ServiceError
 from app.reading import (
     Candidate,
     digits_confidence,
-    graph_path,
-    line_candidates,
     line_confidence_inputs,
-    path_text,
     plan_upload,
-    scored_graph,
+    readings_to_weigh,
     text_log_likelihood,
 )
 from training import report
@@ -62,10 +59,7 @@ def candidates(read: Reader, sample: Sample) -> list[Candidate]:
     except ServiceError:
         return []
     answers = read.answers(plan)
-    if answers.line is None:
-        return []
-    scored, reads = scored_graph(plan, answers.logits, answers.piece_scores, answers.pairs)
-    return line_candidates(plan, scored, reads, answers.line, path_text(graph_path(plan, scored, reads)))
+    return readings_to_weigh(plan, answers.logits, answers.piece_scores, answers.pairs, answers.line)[1]
 
 
 def number_of(found: list[Candidate], text: str) -> Number:
