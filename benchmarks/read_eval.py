@@ -5,11 +5,14 @@ about a third of them with a touching pair) and "styles" (styled_number, built d
 With set 1 comes its ceiling: as many single digits photographed the same way. What the classifier reads right of
 those bounds the whole-number accuracy that any segmenter reaches on set 1.
 
-    python -m benchmarks.read_eval --seed 1 --count 1000      # or: make evaluate-read
+    python -m benchmarks.read_eval --seed 1 --count 1000          # one seed, ~100 s
+    python -m benchmarks.read_eval --seed 1 2 5 6 7 8 9           # the held-out seeds, pooled: make evaluate-read
 
-Develop on --seed 0 (the dev seed); report on other seeds. Figures go to stdout and, with --json, to a file. The
-model's pair reader (pair.onnx) and line reader (line.onnx) are used when it has them, as /read uses them; --no-pairs
-and --no-lines read without them.
+Develop on the dev seeds 0, 3 and 4; report on others. Several seeds are pooled, each one's headline figures listed
+under per_seed: over the seven held-out seeds one seed's per-digit accuracy has a standard deviation of 0.24 point
+and its styles' whole-number accuracy 0.86 point, so the pooled seeds are what the README's targets are held to.
+Figures go to stdout and, with --json, to a file. The model's pair reader (pair.onnx) and line reader (line.onnx)
+are used when it has them, as /read uses them; --no-pairs and --no-lines read without them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 
 from app.errors import ServiceError
 from app.reading import Reading
-from training.data import load_split, resolve_data_dir
+from training.data import Split, load_split, resolve_data_dir
 from training.numbers import Reader, Sample, calibration, photo_number, styled_number
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,14 +54,19 @@ def edits(read: str, truth: str) -> int:
 
 
 def evaluate(samples: list[Sample], read: Reader) -> dict[str, object]:
+    """The figures of reading the samples as /read does."""
+    return scores(samples, [read(sample) for sample in samples])
+
+
+def scores(samples: list[Sample], readings: list[Reading | ServiceError]) -> dict[str, object]:
+    """The figures of these readings of the samples: whole numbers and digits right, failures by kind, calibration."""
     right = digits_right = digits_total = digit_edits = 0
     confidences: list[float] = []
     outcomes: list[bool] = []
     touching = touching_right = 0
     kinds: Counter[str] = Counter()
     examples: list[str] = []
-    for sample in samples:
-        got = read(sample)
+    for sample, got in zip(samples, readings, strict=True):
         text = got.text if isinstance(got, Reading) else ""
         ok = text == sample.text
         right += ok
@@ -106,10 +114,28 @@ def ceiling(digits: list[Sample], read: Reader) -> dict[str, float]:
     }
 
 
+def written_sets(test: Split, seed: int, count: int) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """One seed's sets: `count` photos, a third as many styles, and `count` single digits photographed as the
+    photos (for the ceiling), each set from its own random stream."""
+    photos_rng, styles_rng = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
+    single_rng = np.random.default_rng([seed, 3])
+    photos = [photo_number(test.images, test.labels, photos_rng) for _ in range(count)]
+    styles = [styled_number(test.images, test.labels, styles_rng) for _ in range(max(1, count // 3))]
+    singles = [photo_number(test.images, test.labels, single_rng, count=1) for _ in range(count)]
+    return photos, styles, singles
+
+
+def headline(figures: dict[str, object]) -> dict[str, object]:
+    """The figures a seed is held to: whole numbers and digits right, and how many numbers."""
+    return {k: figures[k] for k in ("numbers", "whole_number_accuracy", "digit_accuracy", "digit_error_rate")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed", type=int, default=1, help="generator seed (0 is the dev seed; report on others)")
-    parser.add_argument("--count", type=int, default=1000, help="numbers in the photos set (styles gets a third)")
+    parser.add_argument(
+        "--seed", type=int, nargs="+", default=[1], help="generator seeds, pooled (0, 3, 4: dev; report on others)"
+    )
+    parser.add_argument("--count", type=int, default=1000, help="numbers in each seed's photos (styles gets a third)")
     parser.add_argument("--model", default="cnn", help="model under models/ to read with")
     parser.add_argument("--no-pairs", action="store_true", help="read without the model's pair reader (pair.onnx)")
     parser.add_argument("--no-lines", action="store_true", help="read without the model's line reader (line.onnx)")
@@ -118,19 +144,26 @@ def main() -> None:
     args = parser.parse_args()
     test, _ = load_split(resolve_data_dir(args.data_dir), "t10k", verify=False)  # test digits only
     read = Reader.of(ROOT / "models" / args.model, pairs=not args.no_pairs, lines=not args.no_lines)
-    photos_rng, styles_rng = np.random.default_rng([args.seed, 1]), np.random.default_rng([args.seed, 2])
-    single_rng = np.random.default_rng([args.seed, 3])
     started = time.perf_counter()
-    photos = [photo_number(test.images, test.labels, photos_rng) for _ in range(args.count)]
-    styles = [styled_number(test.images, test.labels, styles_rng) for _ in range(max(1, args.count // 3))]
-    singles = [photo_number(test.images, test.labels, single_rng, count=1) for _ in range(args.count)]
+    pooled: dict[str, list[Sample]] = {"photos": [], "styles": [], "singles": []}
+    readings: dict[str, list[Reading | ServiceError]] = {"photos": [], "styles": []}
+    per_seed = {}
+    for seed in args.seed:
+        sets = dict(zip(pooled, written_sets(test, seed, args.count), strict=True))
+        for name, samples in sets.items():
+            pooled[name] += samples
+        for name in readings:
+            got = [read(sample) for sample in sets[name]]
+            readings[name] += got
+            per_seed.setdefault(seed, {})[name] = headline(scores(sets[name], got))
     results = {
-        "seed": args.seed,
+        "seeds": args.seed,
         "model": args.model,
         "pair_reader": read.pairs is not None,
         "line_reader": read.lines is not None,
-        "photos": evaluate(photos, read) | ceiling(singles, read),
-        "styles": evaluate(styles, read),
+        "photos": scores(pooled["photos"], readings["photos"]) | ceiling(pooled["singles"], read),
+        "styles": scores(pooled["styles"], readings["styles"]),
+        "per_seed": per_seed,
     }
     results["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(results, indent=2))

@@ -1,15 +1,19 @@
-"""The reading evaluation's own arithmetic: how it scores confidences and digits, and the single digits behind its
-ceiling."""
+"""The reading evaluation's own arithmetic: how it scores confidences and digits, the single digits behind its
+ceiling, and how it pools seeds."""
 
 from __future__ import annotations
 
 import io
+import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.read_eval import edits
+from benchmarks.read_eval import edits, main
+from tests.helpers import SAMPLE_DIR
 from training.numbers import calibration, photo_number
 
 
@@ -48,3 +52,19 @@ def test_a_single_photographed_digit_never_touches_a_neighbour() -> None:
 )
 def test_edits_count_the_fewest_digits_inserted_left_out_or_changed(read: str, truth: str, expected: int) -> None:
     assert edits(read, truth) == expected
+
+
+def test_several_seeds_are_pooled_and_each_is_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures_file = tmp_path / "figures.json"
+    argv = ["read_eval", "--seed", "5", "6", "--count", "6", "--data-dir", str(SAMPLE_DIR), "--json", str(figures_file)]
+    monkeypatch.setattr(sys, "argv", argv)
+    main()
+    figures = json.loads(figures_file.read_text())
+    assert figures["seeds"] == [5, 6]
+    per_seed = [figures["per_seed"][seed] for seed in ("5", "6")]
+    for name, count in (("photos", 6), ("styles", 2)):
+        assert [seed[name]["numbers"] for seed in per_seed] == [count, count]
+        assert figures[name]["numbers"] == 2 * count
+        right = sum(seed[name]["whole_number_accuracy"] * count for seed in per_seed)
+        assert figures[name]["whole_number_accuracy"] == pytest.approx(right / (2 * count))
+    assert figures["photos"]["single_digits"] == 12
