@@ -34,6 +34,8 @@ from app.reading import (
     Plan,
     Reading,
     Segment,
+    Split,
+    add_segments,
     belong_together,
     best_path,
     binarise,
@@ -458,6 +460,19 @@ def test_every_group_is_a_candidate_whole_and_pieces_across_groups_count_their_j
     three = pieces[340, 20, 44, 100]
     assert (three.joins, three.gap) == (2, pytest.approx(0.2))
     assert (pieces[340, 20, 26, 100].joins, pieces[340, 20, 26, 100].gap) == (1, pytest.approx(0.1))
+
+
+def test_a_part_without_ink_between_two_cuts_is_passed_over_and_never_read() -> None:
+    """Cuts that cross are evened out, and two may then meet and leave a part with no ink: a reading passes over it
+    (an edge of no digit), and the runs that hold it and ink are pieces."""
+    mask = np.zeros((100, 90), bool)
+    mask[:, :30] = mask[:, 60:] = True
+    edges = [np.full(100, column, np.int64) for column in (0, 30, 60, 90)]
+    split = Split(Group([1], 0, 0, 100, 90), mask.astype(np.float32), mask, edges, [0.0, 0.0])
+    plan = Plan(pieces=[], segments=[], node_cuts=[], ignored=[], height=100.0)
+    add_segments(plan, [split], 100.0)
+    assert [s for s in plan.segments if s.piece == EMPTY] == [Segment(1, 2, EMPTY)]
+    assert {(s.start, s.end) for s in plan.segments if s.piece != EMPTY} == {(0, 1), (0, 2), (0, 3), (1, 3), (2, 3)}
 
 
 def test_digits_are_read_left_to_right_whatever_their_height(mnist_sample: Mnist, cnn: ort.InferenceSession) -> None:
