@@ -147,7 +147,7 @@ def main() -> None:
     started = time.perf_counter()
     pooled: dict[str, list[Sample]] = {"photos": [], "styles": [], "singles": []}
     readings: dict[str, list[Reading | ServiceError]] = {"photos": [], "styles": []}
-    per_seed = {}
+    per_seed: dict[int, dict[str, dict[str, object]]] = {}
     for seed in args.seed:
         sets = dict(zip(pooled, written_sets(test, seed, args.count), strict=True))
         for name, samples in sets.items():
