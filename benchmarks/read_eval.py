@@ -28,7 +28,7 @@ import numpy as np
 from app.errors import ServiceError
 from app.reading import Reading
 from training.data import Split, load_split, resolve_data_dir
-from training.numbers import Reader, Sample, calibration, photo_number, styled_number
+from training.numbers import Reader, Sample, calibration, photo_number, written_numbers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,10 +117,8 @@ def ceiling(digits: list[Sample], read: Reader) -> dict[str, float]:
 def written_sets(test: Split, seed: int, count: int) -> tuple[list[Sample], list[Sample], list[Sample]]:
     """One seed's sets: `count` photos, a third as many styles, and `count` single digits photographed as the
     photos (for the ceiling), each set from its own random stream."""
-    photos_rng, styles_rng = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
+    photos, styles = written_numbers(test.images, test.labels, count, max(1, count // 3), seed)
     single_rng = np.random.default_rng([seed, 3])
-    photos = [photo_number(test.images, test.labels, photos_rng) for _ in range(count)]
-    styles = [styled_number(test.images, test.labels, styles_rng) for _ in range(max(1, count // 3))]
     singles = [photo_number(test.images, test.labels, single_rng, count=1) for _ in range(count)]
     return photos, styles, singles
 

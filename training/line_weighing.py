@@ -36,20 +36,11 @@ from app.reading import (
 )
 from training import report
 from training.data import Mnist
-from training.numbers import Reader, Sample, calibration_error, photo_number, styled_number
+from training.numbers import Reader, Sample, calibration_error, written_numbers
 
 Number = tuple[npt.NDArray[np.float64], int | None]  # the candidates' features, and the right one's row
 FEATURES = 5  # per candidate: app.reading.Candidate.features
 PROVISIONAL_CONFIDENCE = (1.0, 1.0, 0.0)  # stands in while the texts' weights are tried; its answers are unused
-
-
-def written_numbers(
-    images: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8], photos: int, styles: int, seed: int
-) -> list[Sample]:
-    """`photos` numbers from the photos generator and `styles` from the styles generator, from these digits."""
-    photos_rng, styles_rng = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
-    samples = [photo_number(images, labels, photos_rng) for _ in range(photos)]
-    return samples + [styled_number(images, labels, styles_rng) for _ in range(styles)]
 
 
 def candidates(read: Reader, sample: Sample) -> list[Candidate]:
@@ -179,8 +170,8 @@ def weigh_lines(
     card = read_card(folder)
     if card.line_reader is None:
         raise ValueError(f"{card.name} has no line reader to weigh")
-    samples = written_numbers(data.validation.images, data.validation.labels, photos, styles, seed)
-    weighing = fit_weighing(Reader.of(folder), samples, log=log)
+    written = written_numbers(data.validation.images, data.validation.labels, photos, styles, seed)
+    weighing = fit_weighing(Reader.of(folder), [*written[0], *written[1]], log=log)
     updated = card.model_copy(update={"line_reader": card.line_reader.model_copy(update={"weighing": weighing})})
     report.write_card(folder, updated)
     return updated

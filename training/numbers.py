@@ -180,6 +180,18 @@ def styled_number(images: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8], 
     return Sample(buffer.getvalue(), text, False)
 
 
+def written_numbers(
+    images: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8], photos: int, styles: int, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    """`photos` numbers from the photos generator and `styles` from the styles generator, from these digits, each
+    from its own random stream of `seed` (so a seed's styles do not depend on how many photos are drawn)."""
+    photos_rng, styles_rng = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
+    return (
+        [photo_number(images, labels, photos_rng) for _ in range(photos)],
+        [styled_number(images, labels, styles_rng) for _ in range(styles)],
+    )
+
+
 @dataclass(frozen=True)
 class Reader:
     """A model as /read runs it: its graph and, when the model has them, its pair and line readers, the line

@@ -211,18 +211,7 @@ def test_the_shadow_on_the_paper_is_taken_away() -> None:
         (Group([2], 0, 65, 10, 95), True),  # flat at the top, sticking out to the right: a 5's flag
         (Group([2], 60, 65, 70, 95), False),  # as flat, at the bottom: a dash after the digit
         (Group([2], 0, 50, 100, 80), False),  # full height, overlapping: two slanted 1s side by side
-    ],
-    ids=["bar", "neighbour", "flag", "low_dash", "two_ones"],
-)
-def test_pieces_of_one_digit_belong_together(small: Group, together: bool) -> None:
-    tall = Group([1], 0, 30, 100, 70)
-    assert belong_together(small, tall) is together
-    assert belong_together(tall, small) is together
-
-
-@pytest.mark.parametrize(
-    ("small", "together"),
-    [
+        # each rule at its exact bound
         (Group([2], 20, 40, 94, 60), True),  # just under PIECE_HEIGHT of the tall one: a piece of it
         (Group([2], 20, 40, 95, 60), False),  # exactly PIECE_HEIGHT: a digit of its own
         (Group([2], 40, 60, 60, 80), True),  # exactly MERGE_OVERLAP of its width over the tall one
@@ -234,18 +223,23 @@ def test_pieces_of_one_digit_belong_together(small: Group, together: bool) -> No
         (Group([2], 40, 69, 50, 83), False),  # ... narrower: a dot
     ],
     ids=[
+        "bar",
+        "neighbour",
+        "flag",
+        "low_dash",
+        "two_ones",
         "under_piece_height",
         "piece_height",
         "half_over",
         "under_half",
-        "flag",
+        "flag_bound",
         "flag_apart",
         "flag_low",
         "flag_flat_enough",
         "flag_too_narrow",
     ],
 )
-def test_the_pieces_of_one_digit_at_the_edges_of_each_rule(small: Group, together: bool) -> None:
+def test_pieces_of_one_digit_belong_together(small: Group, together: bool) -> None:
     tall = Group([1], 0, 30, 100, 70)
     assert belong_together(small, tall) is together
     assert belong_together(tall, small) is together
